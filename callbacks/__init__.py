@@ -1,0 +1,1 @@
+"""Diagnostics callbacks for pcn-lightning: one callback a file."""

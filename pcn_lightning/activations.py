@@ -1,0 +1,83 @@
+"""Elementwise activations f and their derivatives f', chosen per layer by name.
+
+Each activation also states the range of values it can produce, which the
+prediction-range diagnostic (the seed's failure 6c) checks clamped data against.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from pcn_lightning.errors import ConfigError
+
+Tensor = torch.Tensor
+
+LEAKY_SLOPE = 0.01
+
+
+@dataclass(frozen=True)
+class Activation:
+    """An elementwise nonlinearity f with its derivative f' and output range."""
+
+    name: str
+    f: Callable[[Tensor], Tensor]
+    df: Callable[[Tensor], Tensor]
+    low: float = -math.inf  # infimum of the values f can produce
+    high: float = math.inf  # supremum of the values f can produce
+    # True when f'(a) == 1 everywhere: h = eps and the multiply can be skipped.
+    is_identity: bool = False
+
+    def share_out_of_range(self, values: Tensor) -> float:
+        """Share of `values` that f cannot produce (its open range is (low, high))."""
+        outside = torch.zeros_like(values, dtype=torch.bool)
+        if self.low > -math.inf:
+            outside |= values < self.low if self.name == "relu" else values <= self.low
+        if self.high < math.inf:
+            outside |= values >= self.high
+        return outside.float().mean().item()
+
+
+def _relu_df(a: Tensor) -> Tensor:
+    return (a > 0).to(a.dtype)
+
+
+def _leaky_relu_df(a: Tensor) -> Tensor:
+    return torch.where(a > 0, torch.ones_like(a), torch.full_like(a, LEAKY_SLOPE))
+
+
+def _sigmoid_df(a: Tensor) -> Tensor:
+    s = torch.sigmoid(a)
+    return s * (1 - s)
+
+
+def _tanh_df(a: Tensor) -> Tensor:
+    t = torch.tanh(a)
+    return 1 - t * t
+
+
+ACTIVATIONS: dict[str, Activation] = {
+    "linear": Activation("linear", lambda a: a, torch.ones_like, is_identity=True),
+    "relu": Activation("relu", torch.relu, _relu_df, low=0.0),
+    "leaky_relu": Activation(
+        "leaky_relu",
+        lambda a: torch.nn.functional.leaky_relu(a, LEAKY_SLOPE),
+        _leaky_relu_df,
+    ),
+    "tanh": Activation("tanh", torch.tanh, _tanh_df, low=-1.0, high=1.0),
+    "sigmoid": Activation("sigmoid", torch.sigmoid, _sigmoid_df, low=0.0, high=1.0),
+}
+
+
+def get_activation(name: str) -> Activation:
+    """Look an activation up by name, with a clear error for an unknown one."""
+    try:
+        return ACTIVATIONS[name]
+    except KeyError:
+        raise ConfigError(
+            f"unknown activation {name!r}; choose one of {sorted(ACTIVATIONS)} "
+            "(set --model.activations)"
+        ) from None

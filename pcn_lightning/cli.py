@@ -1,0 +1,106 @@
+"""The command line: `python train.py --config configs/X.yaml [--trainer.* ...]`.
+
+LightningCLI parses the config and overrides; the data's input size and number
+of classes are linked into the model. After fit, the test split is evaluated
+(label-free) with the best checkpoint. Every `PCNError` becomes one message on
+stderr and exit code 2, before anything is written.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Optional
+
+import torch
+import torch.distributed as dist
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import LightningCLI
+
+from pcn_lightning.data import PCNDataModule, input_dim_of, num_classes_of
+from pcn_lightning.errors import ConfigError, PCNError
+from pcn_lightning.module import PCNModule
+
+
+class PCNCLI(LightningCLI):
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.link_arguments("data.dataset", "model.init_args.input_dim", compute_fn=input_dim_of)
+        parser.link_arguments("data.dataset", "model.init_args.output_dim", compute_fn=num_classes_of)
+        parser.add_argument("--ckpt_path", type=Optional[str], default=None,
+                            help="resume training from this checkpoint")
+        parser.add_argument("--test", type=bool, default=True,
+                            help="evaluate on the test split after fit (label-free)")
+
+
+def check_trainer(trainer) -> None:
+    """Trainer settings that cannot work with hand-set gradients."""
+    precision = str(trainer.precision)
+    if "mixed" in precision:
+        raise ConfigError(
+            f"precision={precision!r}: mixed precision's gradient scaler would unscale the "
+            "hand-set Hebbian gradients; use --trainer.precision 32-true (or bf16-true)"
+        )
+    if trainer.gradient_clip_val is not None:
+        raise ConfigError(
+            "gradient_clip_val is refused under manual optimization; clip the hand-set "
+            "gradients with --model.init_args.grad_clip_norm instead (remove trainer.gradient_clip_val)"
+        )
+
+
+def check_checkpoint(path: str, model) -> None:
+    """A checkpoint to resume from must exist and fit the configured architecture."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except FileNotFoundError:
+        raise ConfigError(f"--ckpt_path {path}: no such file") from None
+    except Exception as exc:
+        raise ConfigError(f"--ckpt_path {path} is not a readable checkpoint ({exc})") from None
+    state = ckpt.get("state_dict", {})
+    mine = model.state_dict()
+    wrong = [
+        f"{k}: checkpoint {tuple(state[k].shape) if k in state else 'missing'} vs model {tuple(v.shape)}"
+        for k, v in mine.items()
+        if k.startswith("net.") and (k not in state or state[k].shape != v.shape)
+    ]
+    if wrong:
+        raise ConfigError(
+            f"--ckpt_path {path} was saved from another architecture ("
+            + "; ".join(wrong[:4])
+            + "); use the config it was trained with, or start without --ckpt_path"
+        )
+
+
+def best_checkpoint(trainer) -> Optional[str]:
+    for cb in trainer.callbacks:
+        if isinstance(cb, ModelCheckpoint) and cb.best_model_path:
+            return cb.best_model_path
+    return None
+
+
+def main(args: Optional[list[str]] = None) -> int:
+    try:
+        cli = PCNCLI(
+            PCNModule,
+            PCNDataModule,
+            subclass_mode_model=True,
+            run=False,
+            args=args,
+            save_config_kwargs={"overwrite": False},
+            parser_kwargs={"default_env": False},
+        )
+        if cli.config.get("print_config"):
+            return 0
+        check_trainer(cli.trainer)
+        cli.datamodule.locate()
+        ckpt_path = cli.config.get("ckpt_path")
+        if ckpt_path:
+            check_checkpoint(ckpt_path, cli.model)
+        cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=ckpt_path)
+        if cli.config.get("test"):
+            cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=best_checkpoint(cli.trainer))
+        return 0
+    except PCNError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()

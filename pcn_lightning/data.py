@@ -1,0 +1,287 @@
+"""Data: CIFAR-10, CIFAR-100 and Fashion-MNIST as flat vectors, online and offline.
+
+The readers parse the datasets' real on-disk formats themselves (CIFAR's pickled
+batches, MNIST-style idx files, gzipped or not), so no integrity check stands in
+the way of the Debian package or of small fixtures in the same format. torchvision
+is used only to download CIFAR on a machine that has a network.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import pickle
+import struct
+from pathlib import Path
+from typing import Optional, Union
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from pcn_lightning.errors import ConfigError, DataNotFoundError
+
+# Where Debian's `dataset-fashion-mnist` package puts the idx files.
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+
+DATASETS = {
+    # name: (input_dim, num_classes, per-channel mean, per-channel std, channels)
+    "cifar10": (3072, 10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), 3),
+    "cifar100": (3072, 100, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), 3),
+    "fashion_mnist": (784, 10, (0.2860,), (0.3530,), 1),
+}
+
+FMNIST_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+
+
+def check_dataset(name: str) -> str:
+    if name not in DATASETS:
+        raise ConfigError(f"unknown dataset {name!r}; choose one of {sorted(DATASETS)} (--data.dataset)")
+    return name
+
+
+def input_dim_of(name: str) -> int:
+    """Input size of a dataset (used to link data to the model in the CLI)."""
+    return DATASETS[check_dataset(name)][0]
+
+
+def num_classes_of(name: str) -> int:
+    """Number of classes of a dataset (used to link data to the model in the CLI)."""
+    return DATASETS[check_dataset(name)][1]
+
+
+# ------------------------------------------------------------------- readers
+def read_idx(path: Path) -> np.ndarray:
+    """Read an MNIST-style idx file (optionally gzipped) into a numpy array."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as fh:
+        data = fh.read()
+    zero, dtype_code, ndim = struct.unpack(">HBB", data[:4])
+    if zero != 0 or dtype_code != 0x08:
+        raise ConfigError(f"{path} is not an unsigned-byte idx file")
+    shape = struct.unpack(">" + "I" * ndim, data[4 : 4 + 4 * ndim])
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+
+
+def _find_idx(folder: Path, stem: str) -> Optional[Path]:
+    for candidate in (folder / stem, folder / f"{stem}.gz"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def fashion_mnist_folders(data_dir: Optional[Union[str, Path]]) -> list[Path]:
+    """Folders searched for the idx files, in order."""
+    folders = []
+    if data_dir is not None:
+        d = Path(data_dir)
+        folders += [d, d / "FashionMNIST" / "raw", d / "fashion-mnist"]
+    folders.append(DEBIAN_FASHION_MNIST)
+    return folders
+
+
+def find_fashion_mnist(data_dir: Optional[Union[str, Path]]) -> Path:
+    """The first folder that holds all four Fashion-MNIST idx files."""
+    folders = fashion_mnist_folders(data_dir)
+    for folder in folders:
+        if all(_find_idx(folder, s) for pair in FMNIST_FILES.values() for s in pair):
+            return folder
+    raise DataNotFoundError(
+        "Fashion-MNIST was not found in "
+        + ", ".join(str(f) for f in folders)
+        + ". Install it with `apt-get install dataset-fashion-mnist` (Debian), or pass "
+        "--data.data_dir pointing at a folder with the four idx files "
+        "(train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz, "
+        "t10k-labels-idx1-ubyte.gz)."
+    )
+
+
+def load_fashion_mnist(folder: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    img_stem, lbl_stem = FMNIST_FILES[split]
+    images = read_idx(_find_idx(folder, img_stem))
+    labels = read_idx(_find_idx(folder, lbl_stem))
+    if images.shape[0] != labels.shape[0]:
+        raise ConfigError(f"{folder}: {images.shape[0]} images but {labels.shape[0]} labels")
+    return images.reshape(images.shape[0], 1, 28, 28), labels.astype(np.int64)
+
+
+CIFAR_LAYOUT = {
+    "cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], b"labels"),
+    "cifar100": ("cifar-100-python", ["train"], ["test"], b"fine_labels"),
+}
+
+
+def cifar_present(root: Path, name: str) -> bool:
+    folder, train_files, test_files, _ = CIFAR_LAYOUT[name]
+    return all((root / folder / f).is_file() for f in train_files + test_files)
+
+
+def load_cifar(root: Path, name: str, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """Read CIFAR's pickled batches: images (N, 3, 32, 32) uint8 and labels (N,)."""
+    folder, train_files, test_files, label_key = CIFAR_LAYOUT[name]
+    images, labels = [], []
+    for f in train_files if split == "train" else test_files:
+        with open(root / folder / f, "rb") as fh:
+            entry = pickle.load(fh, encoding="bytes")
+        images.append(np.asarray(entry[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+        labels.append(np.asarray(entry[label_key], dtype=np.int64))
+    return np.concatenate(images), np.concatenate(labels)
+
+
+def to_flat_tensor(images: np.ndarray, mean, std, normalize: bool) -> torch.Tensor:
+    """uint8 (N, C, H, W) -> float32 (N, C*H*W) in [0, 1], or standardized per channel."""
+    x = torch.from_numpy(images.astype(np.float32) / 255.0)
+    if normalize:
+        m = torch.tensor(mean).view(1, -1, 1, 1)
+        s = torch.tensor(std).view(1, -1, 1, 1)
+        x = (x - m) / s
+    return x.reshape(x.shape[0], -1).contiguous()
+
+
+# ---------------------------------------------------------------- datamodule
+class PCNDataModule(L.LightningDataModule):
+    """CIFAR-10, CIFAR-100 or Fashion-MNIST, flattened, held in memory.
+
+    Args:
+        dataset: cifar10, cifar100 or fashion_mnist.
+        data_dir: where the data lives (CIFAR is downloaded here). Fashion-MNIST is
+            also looked for in Debian's /usr/share/datasets/fashion-mnist.
+        batch_size: per-device batch size (the effective batch under DDP is this
+            times the number of devices).
+        eval_batch_size: batch size for validation and test (default batch_size).
+        num_workers: DataLoader workers.
+        normalize: standardize each channel (mean/std of the training set) instead
+            of scaling pixels to [0, 1]; see the seed's section 6c before turning
+            it on under a ReLU layer 0.
+        val_size: samples carved out of the training set for validation (an int,
+            or a fraction < 1).
+        split_seed: seed of the train/validation split.
+        shuffle: shuffle the training set every epoch.
+        download: download CIFAR with torchvision when it is missing.
+        limit_train: use only the first N training samples (for quick runs).
+    """
+
+    def __init__(
+        self,
+        dataset: str = "fashion_mnist",
+        data_dir: str = "data",
+        batch_size: int = 128,
+        eval_batch_size: Optional[int] = None,
+        num_workers: int = 0,
+        normalize: bool = False,
+        val_size: Union[int, float] = 5000,
+        split_seed: int = 0,
+        shuffle: bool = True,
+        download: bool = True,
+        limit_train: Optional[int] = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        check_dataset(dataset)
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ConfigError(f"batch_size must be a positive integer; got {batch_size!r}")
+        if isinstance(val_size, float) and not 0 < val_size < 1:
+            raise ConfigError(f"val_size as a fraction must lie in (0, 1); got {val_size}")
+        if isinstance(val_size, int) and val_size < 0:
+            raise ConfigError(f"val_size must be >= 0; got {val_size}")
+        self.dataset = dataset
+        self.data_dir = Path(data_dir)
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.input_dim, self.num_classes, self.mean, self.std, _ = DATASETS[dataset]
+        self.train_set = self.val_set = self.test_set = None
+
+    # --------------------------------------------------------------- locate
+    def locate(self) -> None:
+        """Raise one clear error when the data is not on disk and cannot be fetched."""
+        if self.dataset == "fashion_mnist":
+            find_fashion_mnist(self.data_dir)
+        elif not cifar_present(self.data_dir, self.dataset) and not self.hparams.download:
+            raise DataNotFoundError(
+                f"{self.dataset} is not in {self.data_dir / CIFAR_LAYOUT[self.dataset][0]} and "
+                "download is off; pass --data.download true (needs internet) or "
+                "--data.data_dir pointing at the folder that holds "
+                f"{CIFAR_LAYOUT[self.dataset][0]}/"
+            )
+
+    def prepare_data(self) -> None:
+        if self.dataset == "fashion_mnist" or cifar_present(self.data_dir, self.dataset):
+            return self.locate()
+        self.locate()
+        import torchvision
+
+        cls = torchvision.datasets.CIFAR10 if self.dataset == "cifar10" else torchvision.datasets.CIFAR100
+        try:
+            for train in (True, False):
+                cls(str(self.data_dir), train=train, download=True)
+        except Exception as exc:  # no network, a proxy, a full disk...
+            raise DataNotFoundError(
+                f"could not download {self.dataset} into {self.data_dir} ({type(exc).__name__}: {exc}). "
+                "Without internet, copy the extracted "
+                f"{CIFAR_LAYOUT[self.dataset][0]}/ folder there, or point --data.data_dir at it."
+            ) from None
+
+    def _load(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.dataset == "fashion_mnist":
+            images, labels = load_fashion_mnist(find_fashion_mnist(self.data_dir), split)
+        else:
+            images, labels = load_cifar(self.data_dir, self.dataset, split)
+        x = to_flat_tensor(images, self.mean, self.std, self.hparams.normalize)
+        y = torch.from_numpy(labels)
+        if x.shape[1] != self.input_dim:
+            raise ConfigError(f"{self.dataset} {split} images have {x.shape[1]} values, expected {self.input_dim}")
+        if not torch.isfinite(x).all():
+            raise ConfigError(f"the {self.dataset} {split} data contains NaN or inf values; check the files in {self.data_dir}")
+        if y.min() < 0 or y.max() >= self.num_classes:
+            raise ConfigError(f"{self.dataset} {split} labels lie outside 0..{self.num_classes - 1}")
+        return x, y
+
+    def setup(self, stage: Optional[str] = None) -> None:
+        if stage in (None, "fit", "validate") and self.train_set is None:
+            x, y = self._load("train")
+            n = x.shape[0]
+            v = self.hparams.val_size
+            n_val = int(round(v * n)) if isinstance(v, float) else int(v)
+            if n_val >= n:
+                raise ConfigError(f"val_size={v} leaves no training data out of {n} samples")
+            perm = torch.randperm(n, generator=torch.Generator().manual_seed(self.hparams.split_seed))
+            val_idx, train_idx = perm[:n_val], perm[n_val:]
+            if self.hparams.limit_train is not None:
+                train_idx = train_idx[: self.hparams.limit_train]
+            train_idx = train_idx.sort().values  # shuffling is the sampler's job
+            if len(train_idx) < self.batch_size:
+                raise ConfigError(
+                    f"batch_size={self.batch_size} is larger than the {len(train_idx)} training "
+                    "samples, and the last incomplete batch is dropped: lower --data.batch_size"
+                )
+            self.train_set = TensorDataset(x[train_idx], y[train_idx])
+            self.val_set = TensorDataset(x[val_idx], y[val_idx]) if n_val > 0 else None
+        if stage in (None, "test", "predict") and self.test_set is None:
+            self.test_set = TensorDataset(*self._load("test"))
+
+    # ------------------------------------------------------------ loaders
+    def _loader(self, ds, batch_size: int, train: bool) -> DataLoader:
+        return DataLoader(
+            ds,
+            batch_size=batch_size,
+            shuffle=train and self.hparams.shuffle,
+            drop_last=train,
+            num_workers=self.hparams.num_workers,
+            persistent_workers=self.hparams.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, self.batch_size, True)
+
+    def val_dataloader(self):
+        return [] if self.val_set is None else self._loader(self.val_set, self.eval_batch_size, False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, self.eval_batch_size, False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self.test_dataloader()

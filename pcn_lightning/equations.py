@@ -1,0 +1,191 @@
+"""The predictive-coding equations of the seed's section 4, as pure tensor functions.
+
+Notation (batch-first, so a vector of the seed is a row here):
+
+    x(l)    latent of layer l, shape (B, d_l); x(0) is the bottom of the chain
+    W(l)    weights with which layer l+1 predicts layer l, shape (d_l, d_{l+1})
+    a(l)    = x(l+1) @ W(l).T                  preactivation
+    xhat(l) = f(l)(a(l))                       top-down prediction of x(l)
+    eps(l)  = x(l) - xhat(l)                   prediction error
+    h(l)    = f(l)'(a(l)) * eps(l)             error modulated by the local slope
+    E       = 1/2 sum_l ||eps(l)||^2           energy, summed over the batch
+
+An optional supervised readout R (shape (C, d_L)) predicts the label y from the
+top latent: eps_y = y - x(L) @ R.T adds 1/2 ||eps_y||^2 to E. It is the seed's
+readout during training; with y absent (evaluation) the term is dropped.
+
+Inference (gradient descent on E for the free latents, section 4):
+
+    dE/dx(l) = eps(l) - h(l-1) @ W(l-1)        (first term absent for the top,
+                                                second absent for x(0))
+    dE/dx(L) gets - eps_y @ R from the readout
+    x(l)    <- x(l) - eta_infer * dE/dx(l)
+
+Learning (the Hebbian outer product, summed over the batch):
+
+    dE/dW(l) = - h(l).T @ x(l+1)               so W += eta h x^T is SGD on E
+    dE/dR    = - eps_y.T @ x(L)
+
+Everything here runs without autograd; tests compare it against autograd.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import torch
+
+from pcn_lightning.activations import Activation
+
+Tensor = torch.Tensor
+
+
+@dataclass
+class PredictionErrors:
+    """Everything one forward sweep of predictions produces, per layer l = 0..L-1."""
+
+    preacts: list[Tensor]  # a(l)
+    eps: list[Tensor]  # eps(l)
+    h: list[Tensor]  # h(l)
+    eps_y: Optional[Tensor] = None  # readout error y - x(L) @ R.T, when supervised
+
+
+@dataclass
+class SettleResult:
+    """What `settle` returns: the errors at the settled state and the energy trace."""
+
+    errors: PredictionErrors  # errors of the final latents: reuse them for learning
+    trace: Optional[Tensor]  # (steps + 1, n_terms) per-layer energies, if recorded
+    steps: int  # inference steps actually taken (< T when stopped early)
+
+
+def prediction_errors(
+    xs: Sequence[Tensor],
+    weights: Sequence[Tensor],
+    acts: Sequence[Activation],
+    readout: Optional[Tensor] = None,
+    y: Optional[Tensor] = None,
+) -> PredictionErrors:
+    """a(l), eps(l), h(l) for every layer, and eps_y when a readout and label are given."""
+    preacts, eps, h = [], [], []
+    for l, (W, f) in enumerate(zip(weights, acts)):
+        a = xs[l + 1] @ W.T
+        e = xs[l] - f.f(a)
+        preacts.append(a)
+        eps.append(e)
+        h.append(e if f.is_identity else f.df(a) * e)
+    eps_y = None
+    if readout is not None and y is not None:
+        eps_y = y - xs[-1] @ readout.T
+    return PredictionErrors(preacts, eps, h, eps_y)
+
+
+def layer_energies(errors: PredictionErrors) -> Tensor:
+    """1/2 ||eps(l)||^2 summed over the batch, per layer (the readout term last, if any)."""
+    terms = list(errors.eps) + ([errors.eps_y] if errors.eps_y is not None else [])
+    return torch.stack([0.5 * e.pow(2).sum() for e in terms])
+
+
+def energy(errors: PredictionErrors) -> Tensor:
+    """The total energy E, summed over the batch."""
+    return layer_energies(errors).sum()
+
+
+def latent_gradients(
+    xs: Sequence[Tensor],
+    weights: Sequence[Tensor],
+    errors: PredictionErrors,
+    free: Sequence[bool],
+    readout: Optional[Tensor] = None,
+) -> list[Optional[Tensor]]:
+    """dE/dx(l) for every free layer (None for clamped ones)."""
+    top = len(xs) - 1
+    grads: list[Optional[Tensor]] = []
+    for l in range(len(xs)):
+        if not free[l]:
+            grads.append(None)
+            continue
+        g = errors.eps[l].clone() if l < top else torch.zeros_like(xs[l])
+        if l > 0:
+            g -= errors.h[l - 1] @ weights[l - 1]
+        if l == top and errors.eps_y is not None:
+            g -= errors.eps_y @ readout
+        grads.append(g)
+    return grads
+
+
+def inference_step(
+    xs: list[Tensor],
+    weights: Sequence[Tensor],
+    errors: PredictionErrors,
+    free: Sequence[bool],
+    eta_infer: float,
+    readout: Optional[Tensor] = None,
+) -> None:
+    """x(l) <- x(l) - eta_infer * dE/dx(l) for every free layer, in place."""
+    grads = latent_gradients(xs, weights, errors, free, readout)
+    for x, g in zip(xs, grads):
+        if g is not None:
+            x.sub_(g, alpha=eta_infer)
+
+
+def settle(
+    xs: list[Tensor],
+    weights: Sequence[Tensor],
+    acts: Sequence[Activation],
+    free: Sequence[bool],
+    T_infer: int,
+    eta_infer: float,
+    readout: Optional[Tensor] = None,
+    y: Optional[Tensor] = None,
+    record: bool = False,
+    tol: Optional[float] = None,
+    check_every: Optional[int] = None,
+) -> SettleResult:
+    """Run up to T_infer inference steps on the free latents (in place).
+
+    The errors are computed T+1 times: before every step and once after the last,
+    so the returned errors belong to the final latents and learning needs no extra
+    forward pass. With `record`, the per-layer energy at every step is kept on the
+    device (no host sync). With `tol`, inference stops once the relative energy drop
+    over the last `check_every` steps is below `tol` (that check syncs with the host).
+    """
+    errors = prediction_errors(xs, weights, acts, readout, y)
+    trace = [layer_energies(errors)] if record else None
+    every = check_every or max(1, T_infer // 10)
+    last_checked = energy(errors).item() if tol is not None else None
+    steps = 0
+    for t in range(T_infer):
+        inference_step(xs, weights, errors, free, eta_infer, readout)
+        errors = prediction_errors(xs, weights, acts, readout, y)
+        steps = t + 1
+        if record:
+            trace.append(layer_energies(errors))
+        if tol is not None and steps % every == 0:
+            now = energy(errors).item()
+            if last_checked - now < tol * abs(last_checked):
+                break
+            last_checked = now
+    return SettleResult(errors, torch.stack(trace) if record else None, steps)
+
+
+def weight_gradients(
+    xs: Sequence[Tensor], errors: PredictionErrors
+) -> tuple[list[Tensor], Optional[Tensor]]:
+    """dE/dW(l) = -h(l).T @ x(l+1) per layer, and dE/dR = -eps_y.T @ x(L) if supervised."""
+    grads = [-(h.T @ xs[l + 1]) for l, h in enumerate(errors.h)]
+    grad_readout = -(errors.eps_y.T @ xs[-1]) if errors.eps_y is not None else None
+    return grads, grad_readout
+
+
+def relative_drop(trace_total: Tensor, fraction: float = 0.1) -> float:
+    """Relative energy drop over the last `fraction` of a settle's steps.
+
+    `trace_total` is the total energy per step, shape (steps + 1,). Near zero means
+    the latents have settled; a large value means inference was cut off mid-descent.
+    """
+    n = trace_total.numel() - 1
+    k = max(1, int(round(n * fraction)))
+    start, end = trace_total[n - k].item(), trace_total[n].item()
+    return (start - end) / max(abs(start), 1e-30)

@@ -1,0 +1,352 @@
+"""`PCNModule`: the LightningModule that orchestrates settling and Hebbian learning.
+
+The math lives in `pcn_lightning.equations`; this module only wires it to
+Lightning: manual optimization, hand-set gradients (`p.grad = dE/dW / B`), the
+optimizer step (so `global_step`, checkpoints and `max_steps` work), explicit
+all-reduce under DDP, logging, and label-free evaluation.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence, Union
+
+import lightning as L
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torchmetrics import MeanMetric
+from torchmetrics.classification import MulticlassAccuracy
+
+from pcn_lightning import equations as eq
+from pcn_lightning.errors import ConfigError, DivergenceError
+from pcn_lightning.network import LATENT_INITS, PredictiveCodingNetwork
+
+Tensor = torch.Tensor
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULERS = (None, "cosine", "step")
+
+
+def _positive_int(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{name} must be a positive integer; got {value!r}")
+    return value
+
+
+def _positive_float(name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or not math.isfinite(value):
+        raise ConfigError(f"{name} must be a positive number; got {value!r}")
+    return float(value)
+
+
+class PCNModule(L.LightningModule):
+    """Predictive coding network trained by local rules under Lightning.
+
+    Args:
+        dims: layer sizes, input first, e.g. [3072, 1000, 500, 10].
+        activations: one name for every layer or a list with one per weight matrix
+            (input side first): relu, linear, tanh, sigmoid, leaky_relu.
+        direction: "generative" (the seed's model) or "discriminative".
+        input_dim: the data's input size (linked from the data); must equal dims[0].
+        output_dim: number of classes (linked from the data), the readout's size.
+        T_infer: inference steps per training batch.
+        eta_infer: inference step size.
+        T_infer_eval: inference steps at evaluation (generative); default T_infer.
+        eta_infer_eval: inference step size at evaluation; default eta_infer.
+        t_learn: weight updates per batch on the frozen settled latents (the seed
+            used many micro-steps; each one is an optimizer step).
+        eta_learn: learning rate, or one per weight matrix plus the readout (L+1).
+        optimizer: sgd, adam or adamw, fed dE/dW / B as the gradient.
+        momentum: SGD momentum.
+        weight_decay: optimizer weight decay.
+        lr_scheduler: None, "cosine" (over max_epochs) or "step" (x0.1 every
+            `lr_step_epochs`), stepped once per epoch.
+        latent_init: "random" (the seed's), "zeros", or "feedforward"
+            (discriminative only).
+        latent_init_std: standard deviation of random latents.
+        settle_tol: stop inference early once the relative energy drop over the
+            last 10 % of T_infer steps is below this (None: always T_infer steps).
+        divergence_factor: stop training when the per-sample energy exceeds this
+            multiple of the first batch's, or when the settle ends this many times
+            above where it started.
+        grad_clip_norm: clip the norm of the hand-set gradients (all parameters
+            together) before each optimizer step; Trainer(gradient_clip_val) does
+            not work with manual optimization.
+        seed: seed of the latent initialization.
+    """
+
+    def __init__(
+        self,
+        dims: Sequence[int] = (784, 256, 10),
+        activations: Union[str, list[str]] = "relu",
+        direction: str = "generative",
+        input_dim: Optional[int] = None,
+        output_dim: int = 10,
+        T_infer: int = 50,
+        eta_infer: float = 0.05,
+        T_infer_eval: Optional[int] = None,
+        eta_infer_eval: Optional[float] = None,
+        t_learn: int = 1,
+        eta_learn: Union[float, list[float]] = 0.005,
+        optimizer: str = "sgd",
+        momentum: float = 0.0,
+        weight_decay: float = 0.0,
+        lr_scheduler: Optional[str] = None,
+        lr_step_epochs: int = 10,
+        latent_init: str = "random",
+        latent_init_std: float = 0.1,
+        settle_tol: Optional[float] = None,
+        divergence_factor: float = 100.0,
+        grad_clip_norm: Optional[float] = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        dims = list(dims)
+        if input_dim is not None and len(dims) >= 1 and dims[0] != input_dim:
+            raise ConfigError(
+                f"dims[0]={dims[0]} but the data has {input_dim} inputs per sample; "
+                f"set --model.dims so that it starts with {input_dim}"
+            )
+        self.net = PredictiveCodingNetwork(dims, output_dim, activations, direction)
+        self.T_infer = _positive_int("T_infer", T_infer)
+        self.eta_infer = _positive_float("eta_infer", eta_infer)
+        self.T_infer_eval = _positive_int("T_infer_eval", T_infer_eval or T_infer)
+        self.eta_infer_eval = _positive_float("eta_infer_eval", eta_infer_eval or eta_infer)
+        self.t_learn = _positive_int("t_learn", t_learn)
+        n_groups = self.net.n_layers + 1
+        etas = [eta_learn] * n_groups if isinstance(eta_learn, (int, float)) else list(eta_learn)
+        if len(etas) != n_groups:
+            raise ConfigError(
+                f"eta_learn has {len(etas)} entries; give one number or {n_groups} "
+                f"(one per weight matrix W(0..{n_groups - 2}) and one for the readout)"
+            )
+        self.etas = [_positive_float("eta_learn", e) for e in etas]
+        if optimizer not in OPTIMIZERS:
+            raise ConfigError(f"unknown optimizer {optimizer!r}; choose one of {list(OPTIMIZERS)}")
+        if lr_scheduler not in SCHEDULERS:
+            raise ConfigError(f"unknown lr_scheduler {lr_scheduler!r}; choose one of {list(SCHEDULERS)}")
+        if latent_init not in LATENT_INITS:
+            raise ConfigError(f"unknown latent_init {latent_init!r}; choose one of {list(LATENT_INITS)}")
+        if latent_init == "feedforward" and self.net.generative:
+            raise ConfigError(
+                "latent_init='feedforward' needs direction='discriminative': the "
+                "generative model has no bottom-up pass; use 'random' or 'zeros'"
+            )
+        if settle_tol is not None:
+            _positive_float("settle_tol", settle_tol)
+        _positive_float("divergence_factor", divergence_factor)
+        if grad_clip_norm is not None:
+            _positive_float("grad_clip_norm", grad_clip_norm)
+        self._reference_energy: Optional[float] = None
+        # Measured by the last training step, for callbacks: per-layer energies
+        # (per sample) and the norm of each parameter's update.
+        self.last_layer_energies: Optional[Tensor] = None
+        self.last_settle_steps: int = 0
+        self._make_metrics()
+
+    def _make_metrics(self) -> None:
+        C = self.net.output_dim
+        self.metrics = torch.nn.ModuleDict()
+        for stage in ("val", "test"):
+            self.metrics[f"{stage}_acc_top1"] = MulticlassAccuracy(C, top_k=1, average="micro")
+            if C >= 3:
+                self.metrics[f"{stage}_acc_top3"] = MulticlassAccuracy(C, top_k=3, average="micro")
+            self.metrics[f"{stage}_energy"] = MeanMetric()
+
+    # ------------------------------------------------------------ optimizers
+    def configure_optimizers(self):
+        hp = self.hparams
+        groups = [
+            {"params": [p], "lr": lr}
+            for p, lr in zip(self.net.parameters_in_update_order(), self.etas)
+        ]
+        if hp.optimizer == "sgd":
+            opt = torch.optim.SGD(groups, lr=self.etas[0], momentum=hp.momentum, weight_decay=hp.weight_decay)
+        elif hp.optimizer == "adam":
+            opt = torch.optim.Adam(groups, lr=self.etas[0], weight_decay=hp.weight_decay)
+        else:
+            opt = torch.optim.AdamW(groups, lr=self.etas[0], weight_decay=hp.weight_decay)
+        if hp.lr_scheduler is None:
+            return opt
+        if hp.lr_scheduler == "cosine":
+            T_max = max(1, self.trainer.max_epochs or 1) if self._trainer is not None else 1
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=T_max)
+        else:
+            sched = torch.optim.lr_scheduler.StepLR(opt, step_size=hp.lr_step_epochs, gamma=0.1)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
+
+    def on_train_epoch_end(self) -> None:
+        sched = self.lr_schedulers()
+        if sched is not None:
+            sched.step()
+
+    # ---------------------------------------------------------------- helpers
+    def _generator(self, *keys: int) -> torch.Generator:
+        """A CPU generator seeded from the module seed and the given keys."""
+        seed = int(self.hparams.seed)
+        for k in keys:
+            seed = (seed * 1_000_003 + int(k)) % (2**63 - 1)
+        return torch.Generator().manual_seed(seed)
+
+    def _flatten_batch(self, batch) -> tuple[Tensor, Tensor]:
+        x, y = batch
+        return x.flatten(1), y
+
+    def settle_batch(
+        self,
+        x: Tensor,
+        y: Optional[Tensor],
+        T_infer: Optional[int] = None,
+        eta_infer: Optional[float] = None,
+        record: bool = False,
+        tol: Optional[float] = None,
+        generator: Optional[torch.Generator] = None,
+    ) -> tuple[list[Tensor], eq.SettleResult]:
+        """Settle the latents on a batch; y (class indices) clamps the label when given.
+
+        Generative with y=None is label-free inference (evaluation). The
+        discriminative chain needs y: without it the exact settled state is the
+        feedforward sweep (see `predict_logits`).
+        """
+        Y = F.one_hot(y, self.net.output_dim).to(x.dtype) if y is not None else None
+        with torch.no_grad():
+            xs, free = self.net.initial_state(
+                x, Y, self.hparams.latent_init, self.hparams.latent_init_std, generator
+            )
+            weights, acts, readout = self.net.chain()
+            result = eq.settle(
+                xs, weights, acts, free,
+                T_infer or self.T_infer, eta_infer or self.eta_infer,
+                readout=readout, y=Y if self.net.generative else None,
+                record=record, tol=tol,
+            )
+        return xs, result
+
+    def predict_logits(self, x: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
+        """Label-free prediction: readout scores of shape (B, C). No label is involved."""
+        with torch.no_grad():
+            if not self.net.generative:
+                return self.net.feedforward(x)[-1]
+            xs, _ = self.settle_batch(
+                x, None, self.T_infer_eval, self.eta_infer_eval, generator=generator
+            )
+            return self.net.top_latent(xs) @ self.net.readout.T
+
+    # -------------------------------------------------------------- training
+    def training_step(self, batch, batch_idx: int) -> None:
+        x, y = self._flatten_batch(batch)
+        B = x.shape[0]
+        gen = self._generator(self.global_step, self.global_rank)
+        xs, result = self.settle_batch(x, y, tol=self.hparams.settle_tol, generator=gen)
+        per_layer = eq.layer_energies(result.errors) / B
+        self._check_divergence(per_layer, result)
+        weights, acts, readout = self.net.chain()
+        Y = F.one_hot(y, self.net.output_dim).to(x.dtype) if self.net.generative else None
+        errors = result.errors
+        opt = self.optimizers()
+        with torch.no_grad():
+            for k in range(self.t_learn):
+                if k > 0:  # the weights moved: the frozen latents' errors must be recomputed
+                    errors = eq.prediction_errors(xs, weights, acts, readout, Y)
+                grads, grad_readout = eq.weight_gradients(xs, errors)
+                if grad_readout is not None:
+                    grads.append(grad_readout)
+                self._apply_gradients(self.net.chain_parameters(), grads, B)
+                if self.hparams.grad_clip_norm is not None:
+                    torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.hparams.grad_clip_norm)
+                opt.step()
+        self.last_layer_energies = per_layer.detach()
+        self.last_settle_steps = result.steps
+        self._log_energies("train", per_layer)
+        if self.hparams.settle_tol is not None:
+            self.log("train/settle_steps", float(result.steps), on_step=True, on_epoch=True)
+
+    def _apply_gradients(self, params: Sequence[torch.nn.Parameter], grads: Sequence[Tensor], B: int) -> None:
+        """p.grad = dE/dW / B, averaged over DDP ranks in one flat all-reduce."""
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            flat = torch.cat([g.reshape(-1) for g in grads])
+            dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+            flat /= dist.get_world_size() * B
+            offset = 0
+            for p in params:
+                n = p.numel()
+                p.grad = flat[offset : offset + n].view_as(p).clone()
+                offset += n
+            return
+        for p, g in zip(params, grads):
+            p.grad = g / B
+
+    def _check_divergence(self, per_layer: Tensor, result: eq.SettleResult) -> None:
+        """Raise (before any weight moves) when the energy is NaN/inf or exploding."""
+        names = self.layer_names()
+        values = per_layer.tolist()
+        total = sum(values)
+        step = self.global_step
+        for name, v in zip(names, values):
+            if not math.isfinite(v):
+                raise DivergenceError(
+                    f"the energy of {name} became {v} at training step {step}; the weights "
+                    "were not updated. Lower eta_infer (inference diverged) or eta_learn, "
+                    "or use a linear activation for layer 0 when inputs are normalized."
+                )
+        factor = self.hparams.divergence_factor
+        if self._reference_energy is None:
+            self._reference_energy = max(total, 1e-12)
+        elif total > factor * self._reference_energy:
+            worst = names[max(range(len(values)), key=values.__getitem__)]
+            raise DivergenceError(
+                f"the energy per sample grew to {total:.4g}, over {factor:g}x the first "
+                f"batch's {self._reference_energy:.4g}, at training step {step} "
+                f"(largest in {worst}); the weights were not updated. Lower eta_learn "
+                "(or the per-layer rate of that layer) or eta_infer."
+            )
+
+    def layer_names(self) -> list[str]:
+        """Names of the energy terms, in the order of `layer_energies`."""
+        n = self.net.n_layers
+        if self.net.generative:
+            return [f"layer{l}" for l in range(n)] + ["readout"]
+        # chain layer 0 is the label, predicted by the readout
+        return ["readout"] + [f"layer{n - k}" for k in range(1, n + 1)]
+
+    def _log_energies(self, stage: str, per_layer: Tensor) -> None:
+        self.log(f"{stage}/energy", per_layer.sum(), prog_bar=True, on_step=stage == "train", on_epoch=True, sync_dist=stage != "train")
+        for name, v in zip(self.layer_names(), per_layer):
+            self.log(f"{stage}/energy_{name}", v, on_step=False, on_epoch=True, sync_dist=stage != "train")
+
+    # ------------------------------------------------------------ evaluation
+    def eval_outputs(self, x: Tensor, batch_idx: int) -> tuple[Tensor, Tensor]:
+        """Label-free (logits, energy per sample) of an evaluation batch."""
+        if not self.net.generative:
+            # the sweep is the exact minimum of the energy with the label free: E = 0
+            return self.predict_logits(x), torch.zeros((), device=x.device)
+        gen = self._generator(10**6 + batch_idx, self.global_rank)
+        xs, result = self.settle_batch(x, None, self.T_infer_eval, self.eta_infer_eval, generator=gen)
+        logits = self.net.top_latent(xs) @ self.net.readout.T
+        return logits, eq.energy(result.errors) / x.shape[0]
+
+    def _eval_step(self, stage: str, batch, batch_idx: int) -> Tensor:
+        x, y = self._flatten_batch(batch)
+        logits, energy = self.eval_outputs(x, batch_idx)  # y never reaches inference
+        for name, metric in self.metrics.items():
+            if not name.startswith(stage):
+                continue
+            if name.endswith("energy"):
+                metric.update(energy)
+            else:
+                metric.update(logits, y)
+            self.log(f"{stage}/{name[len(stage) + 1:]}", metric, on_step=False, on_epoch=True, prog_bar=name.endswith("top1"))
+        return logits
+
+    def validation_step(self, batch, batch_idx: int) -> Tensor:
+        return self._eval_step("val", batch, batch_idx)
+
+    def test_step(self, batch, batch_idx: int) -> Tensor:
+        return self._eval_step("test", batch, batch_idx)
+
+    def predict_step(self, batch, batch_idx: int) -> Tensor:
+        x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        return self.eval_outputs(x.flatten(1), batch_idx)[0]

@@ -1,0 +1,148 @@
+"""The hand-written rules equal the autograd gradients of the energy, for every
+activation and both directions, including the supervised readout term."""
+
+import pytest
+import torch
+
+from pcn_lightning import equations as eq
+from pcn_lightning.activations import ACTIVATIONS
+from pcn_lightning.network import PredictiveCodingNetwork
+
+DIMS = [7, 5, 4, 3]
+C = 3
+B = 6
+
+
+def autograd_energy(xs, weights, acts, readout=None, y=None):
+    """E written directly from its definition, for autograd."""
+    E = 0.0
+    for l, (W, f) in enumerate(zip(weights, acts)):
+        E = E + 0.5 * (xs[l] - f.f(xs[l + 1] @ W.T)).pow(2).sum()
+    if readout is not None and y is not None:
+        E = E + 0.5 * (y - xs[-1] @ readout.T).pow(2).sum()
+    return E
+
+
+def make_state(direction, activation, seed=0):
+    torch.manual_seed(seed)
+    net = PredictiveCodingNetwork(DIMS, C, activation, direction).double()
+    x = torch.randn(B, DIMS[0], dtype=torch.float64)
+    y = torch.nn.functional.one_hot(torch.randint(0, C, (B,)), C).double()
+    if direction == "discriminative":
+        xs, free = net.initial_state(x, y, mode="random", std=1.0)
+    else:
+        xs, free = net.initial_state(x, None, mode="random", std=1.0)
+    return net, xs, free, y
+
+
+def rel_err(a, b):
+    return ((a - b).norm() / b.norm().clamp_min(1e-300)).item()
+
+
+@pytest.mark.parametrize("direction", ["generative", "discriminative"])
+@pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
+def test_latent_update_is_minus_dE_dx(direction, activation):
+    net, xs, free, y = make_state(direction, activation)
+    weights, acts, readout = net.chain()
+    y_sup = y if direction == "generative" else None
+    with torch.no_grad():
+        errors = eq.prediction_errors(xs, weights, acts, readout, y_sup)
+        grads = eq.latent_gradients(xs, weights, errors, free, readout)
+    leaves = [x.detach().clone().requires_grad_(f) for x, f in zip(xs, free)]
+    E = autograd_energy(leaves, [W.detach() for W in weights], acts,
+                        readout.detach() if readout is not None else None, y_sup)
+    auto = torch.autograd.grad(E, [x for x, f in zip(leaves, free) if f])
+    mine = [g for g in grads if g is not None]
+    assert len(mine) == len(auto) == sum(free)
+    for g, a in zip(mine, auto):
+        assert rel_err(g, a) < 1e-10
+
+    # and inference_step moves each free latent by exactly -eta * dE/dx
+    eta = 0.01
+    before = [x.clone() for x in xs]
+    eq.inference_step(xs, weights, errors, free, eta, readout)
+    it = iter(auto)
+    for x0, x1, f in zip(before, xs, free):
+        if f:
+            assert rel_err(x1 - x0, -eta * next(it)) < 1e-10
+        else:
+            assert torch.equal(x0, x1)
+
+
+@pytest.mark.parametrize("direction", ["generative", "discriminative"])
+@pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
+def test_hebbian_gradient_is_dE_dW(direction, activation):
+    net, xs, free, y = make_state(direction, activation, seed=1)
+    weights, acts, readout = net.chain()
+    y_sup = y if direction == "generative" else None
+    with torch.no_grad():
+        errors = eq.prediction_errors(xs, weights, acts, readout, y_sup)
+        grads, grad_r = eq.weight_gradients(xs, errors)
+    params = net.chain_parameters()
+    E = autograd_energy(xs, weights, acts, readout, y_sup)
+    auto = torch.autograd.grad(E, params)
+    mine = grads + ([grad_r] if grad_r is not None else [])
+    assert len(mine) == len(auto) == net.n_layers + 1
+    for g, a in zip(mine, auto):
+        assert g.shape == a.shape
+        assert rel_err(g, a) < 1e-10
+
+
+def test_energy_matches_definition():
+    net, xs, free, y = make_state("generative", "tanh")
+    weights, acts, readout = net.chain()
+    errors = eq.prediction_errors(xs, weights, acts, readout, y)
+    direct = autograd_energy(xs, weights, acts, readout, y)
+    assert torch.allclose(eq.energy(errors), direct, rtol=1e-12)
+    per = eq.layer_energies(errors)
+    assert per.shape == (net.n_layers + 1,)
+
+
+@pytest.mark.parametrize("direction", ["generative", "discriminative"])
+@pytest.mark.parametrize("activation", ["relu", "tanh", "linear"])
+def test_energy_non_increasing_over_settle(direction, activation):
+    net, xs, free, y = make_state(direction, activation, seed=2)
+    weights, acts, readout = net.chain()
+    y_sup = y if direction == "generative" else None
+    with torch.no_grad():
+        res = eq.settle(xs, weights, acts, free, T_infer=200, eta_infer=0.01,
+                        readout=readout, y=y_sup, record=True)
+    total = res.trace.sum(1)
+    assert res.trace.shape == (201, net.n_layers + 1)  # the readout term in both directions
+    assert res.steps == 200
+    assert (total[1:] <= total[:-1] + 1e-12).all()
+    assert total[-1] < total[0]
+    # the returned errors belong to the final latents (no stale errors for learning)
+    fresh = eq.prediction_errors(xs, weights, acts, readout, y_sup)
+    assert torch.allclose(eq.energy(fresh), eq.energy(res.errors))
+
+
+def test_settle_tolerance_stops_early():
+    net, xs, free, y = make_state("generative", "tanh", seed=3)
+    weights, acts, readout = net.chain()
+    with torch.no_grad():
+        res = eq.settle([x.clone() for x in xs], weights, acts, free, 2000, 0.05,
+                        readout, y, record=True, tol=1e-3)
+    assert 0 < res.steps < 2000
+    assert eq.relative_drop(res.trace.sum(1)) < 1e-2
+
+
+def test_relative_drop():
+    flat = torch.tensor([10.0] + [1.0] * 20)
+    falling = torch.linspace(10, 1, 21)
+    assert eq.relative_drop(flat) == 0.0
+    assert eq.relative_drop(falling) > 0.1
+
+
+@pytest.mark.parametrize(
+    "dims,classes,count",
+    [
+        ([3072, 1000, 500, 10], 10, 3_577_100),
+        ([3072, 1500, 1000, 750, 500, 350, 100], 100, 7_453_000),
+        ([3072, 1000, 500, 100], 100, 3_632_000),
+    ],
+)
+@pytest.mark.parametrize("direction", ["generative", "discriminative"])
+def test_seed_parameter_counts(dims, classes, count, direction):
+    net = PredictiveCodingNetwork(dims, classes, "relu", direction)
+    assert sum(p.numel() for p in net.parameters()) == count

@@ -1,0 +1,99 @@
+"""The LightningModule: the seed's rule through the optimizer, a real Trainer run,
+label-free evaluation."""
+
+import lightning as L
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from pcn_lightning import BackpropTwin, PCNModule
+from pcn_lightning import equations as eq
+
+
+def random_loader(n=64, d=12, classes=4, batch=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, d, generator=g)
+    y = torch.randint(0, classes, (n,), generator=g)
+    return DataLoader(TensorDataset(x, y), batch_size=batch, drop_last=True)
+
+
+def test_sgd_step_is_the_seed_rule():
+    """One SGD step with lr eta gives W += eta * h x^T / B (and R likewise)."""
+    torch.manual_seed(0)
+    eta = 0.05
+    m = PCNModule(dims=[12, 8, 6, 4], output_dim=4, activations="tanh", T_infer=5,
+                  eta_infer=0.1, eta_learn=eta, optimizer="sgd", latent_init="random")
+    opt = m.configure_optimizers()
+    x = torch.randn(10, 12)
+    y = torch.randint(0, 4, (10,))
+    xs, res = m.settle_batch(x, y, generator=torch.Generator().manual_seed(1))
+    before = [p.detach().clone() for p in m.net.chain_parameters()]
+    grads, grad_r = eq.weight_gradients(xs, res.errors)
+    m._apply_gradients(m.net.chain_parameters(), grads + [grad_r], 10)
+    opt.step()
+    B = 10
+    for l, (W0, W1) in enumerate(zip(before[:-1], m.net.chain_parameters()[:-1])):
+        expected = W0 + eta * res.errors.h[l].T @ xs[l + 1] / B
+        assert torch.allclose(W1, expected, atol=1e-7, rtol=1e-6)
+    R_expected = before[-1] + eta * res.errors.eps_y.T @ xs[-1] / B
+    assert torch.allclose(m.net.readout, R_expected, atol=1e-7, rtol=1e-6)
+
+
+@pytest.mark.parametrize("direction,init", [("generative", "random"), ("discriminative", "feedforward")])
+def test_trainer_run_learns_without_autograd(direction, init):
+    L.seed_everything(0)
+    m = PCNModule(dims=[12, 16, 8], output_dim=4, activations="tanh", direction=direction,
+                  latent_init=init, T_infer=20, eta_infer=0.1, eta_learn=0.01, optimizer="adam")
+    before = [p.detach().clone() for p in m.parameters()]
+    loader = random_loader()
+    energies = []
+
+    class Record(L.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            energies.append(pl_module.last_layer_energies.sum().item())
+
+    trainer = L.Trainer(max_epochs=8, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, callbacks=[Record()])
+    trainer.fit(m, loader)
+    assert trainer.global_step == 8 * 4  # one optimizer step per batch
+    for p0, p1 in zip(before, m.parameters()):
+        assert not torch.equal(p0, p1)
+        assert p1.grad_fn is None
+    assert sum(energies[-4:]) < sum(energies[:4])
+
+
+def test_t_learn_micro_steps_advance_global_step():
+    m = PCNModule(dims=[12, 8, 4], output_dim=4, T_infer=3, t_learn=3)
+    trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(m, random_loader())
+    assert trainer.global_step == 4 * 3
+
+
+def test_per_layer_learning_rates():
+    m = PCNModule(dims=[12, 8, 6, 4], output_dim=4, eta_learn=[0.1, 0.2, 0.3, 0.4], optimizer="sgd")
+    opt = m.configure_optimizers()
+    assert [g["lr"] for g in opt.param_groups] == [0.1, 0.2, 0.3, 0.4]
+    assert opt.param_groups[-1]["params"][0] is m.net.readout
+
+
+@pytest.mark.parametrize("direction", ["generative", "discriminative"])
+def test_label_permutation_leaves_predictions_unchanged(direction):
+    torch.manual_seed(0)
+    m = PCNModule(dims=[12, 8, 4], output_dim=4, direction=direction,
+                  latent_init="random" if direction == "generative" else "feedforward", T_infer=10)
+    x = torch.randn(16, 12)
+    y = torch.randint(0, 4, (16,))
+    out1 = m.validation_step((x, y), 0)
+    out2 = m.validation_step((x, y[torch.randperm(16)]), 0)
+    out3 = m.test_step((x, (y + 1) % 4), 0)
+    assert torch.equal(out1, out2) and torch.equal(out1, out3)
+
+
+@pytest.mark.parametrize("direction", ["generative", "discriminative"])
+def test_twin_has_the_pcn_shapes(direction):
+    kw = dict(dims=[3072, 1000, 500, 10], output_dim=10, direction=direction)
+    pcn, twin = PCNModule(**kw), BackpropTwin(**kw)
+    assert [p.shape for p in pcn.parameters()] == [p.shape for p in twin.parameters()]
+    assert sum(p.numel() for p in twin.parameters()) == 3_577_100
+    assert twin(torch.randn(2, 3072)).shape == (2, 10)
