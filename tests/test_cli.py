@@ -1,0 +1,63 @@
+"""`python train.py --config ...` end to end, as a user runs it."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from pcn_lightning.data import input_dim_of
+from tests.conftest import REPO
+
+CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
+
+
+def run_train(args, cwd, timeout=300):
+    env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONWARNINGS="ignore")
+    return subprocess.run(
+        [sys.executable, str(REPO / "train.py"), *args],
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
+    )
+
+
+def test_smoke_fit_then_test_with_overrides(tmp_path, fmnist_session_dir):
+    r = run_train([
+        "--config", str(REPO / "configs/smoke.yaml"),
+        "--data.data_dir", str(fmnist_session_dir), "--data.val_size", "64",
+        "--trainer.max_epochs", "2", "--trainer.enable_progress_bar", "false",
+        "--model.init_args.T_infer", "7",
+    ], tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "test/acc_top1" in r.stdout
+    run = tmp_path / "logs" / "smoke" / "version_0"
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["model"]["init_args"]["T_infer"] == 7
+    assert saved["trainer"]["max_epochs"] == 2
+    ckpts = sorted(p.name for p in (run / "checkpoints").iterdir())
+    assert "last.ckpt" in ckpts and any(n.startswith("best-") for n in ckpts)
+    assert list(run.glob("events.out.tfevents.*"))
+    hp = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["hyper_parameters"]
+    assert (hp["input_dim"], hp["output_dim"]) == (784, 10)  # linked from the data
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.stem)
+def test_print_config_parses_and_dims_match_data(config, tmp_path):
+    r = run_train(["--config", str(config), "--print_config"], tmp_path, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    cfg = yaml.safe_load(r.stdout)
+    dims = cfg["model"]["init_args"]["dims"]
+    assert dims[0] == input_dim_of(cfg["data"]["dataset"])
+    assert not (tmp_path / "logs").exists()  # printing writes nothing
+
+
+def test_backprop_twin_from_the_same_config(tmp_path, fmnist_session_dir):
+    r = run_train([
+        "--config", str(REPO / "configs/smoke.yaml"), "--data.data_dir", str(fmnist_session_dir),
+        "--data.val_size", "64", "--model.class_path", "pcn_lightning.BackpropTwin",
+        "--trainer.enable_progress_bar", "false",
+    ], tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "test/acc_top1" in r.stdout
