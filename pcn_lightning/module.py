@@ -309,8 +309,9 @@ class PCNModule(L.LightningModule):
         n = self.net.n_layers
         if self.net.generative:
             return [f"layer{l}" for l in range(n)] + ["readout"]
-        # chain layer 0 is the label, predicted by the readout
-        return ["readout"] + [f"layer{n - k}" for k in range(1, n + 1)]
+        # chain layer 0 is the label, predicted by the readout; chain layer k the
+        # hidden layer n + 1 - k (layer j is the j-th above the input)
+        return ["readout"] + [f"layer{n + 1 - k}" for k in range(1, n + 1)]
 
     def _log_energies(self, stage: str, per_layer: Tensor) -> None:
         self.log(f"{stage}/energy", per_layer.sum(), prog_bar=True, on_step=stage == "train", on_epoch=True, sync_dist=stage != "train")

@@ -1,0 +1,74 @@
+"""Helpers shared by the diagnostics callbacks (not a callback itself)."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Optional
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+from lightning.pytorch.loggers import TensorBoardLogger  # noqa: E402
+
+
+class PCNDiagnosticWarning(UserWarning):
+    """A diagnostics callback found one of the failures it watches for."""
+
+
+def warn(message: str) -> None:
+    warnings.warn(message, PCNDiagnosticWarning, stacklevel=2)
+
+
+def is_pcn(pl_module) -> bool:
+    """True for modules that settle latents (not the backprop twin)."""
+    return hasattr(pl_module, "settle_batch") and not pl_module.automatic_optimization
+
+
+def tensorboard(trainer) -> Optional[object]:
+    """The SummaryWriter of the first TensorBoard logger, if any."""
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger):
+            return logger.experiment
+    return None
+
+
+def log_scalars(trainer, metrics: dict, step: Optional[int] = None) -> None:
+    """Log scalars through every logger (callers run on global rank zero only)."""
+    step = trainer.global_step if step is None else step
+    for logger in trainer.loggers:
+        logger.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+
+
+def log_figure(trainer, tag: str, fig, step: Optional[int] = None) -> None:
+    writer = tensorboard(trainer)
+    if writer is not None:
+        writer.add_figure(tag, fig, global_step=trainer.global_step if step is None else step, close=True)
+    else:
+        plt.close(fig)
+
+
+class ProbeBatch:
+    """A fixed probe batch: the first `size` samples of the first training batch seen.
+
+    Taken from a batch the trainer already drew, so that the callback never
+    iterates a dataloader itself (which would move the sampler's random state).
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.x: Optional[torch.Tensor] = None
+        self.y: Optional[torch.Tensor] = None
+
+    def capture(self, batch) -> None:
+        if self.x is None:
+            x, y = batch
+            self.x = x[: self.size].flatten(1).detach().clone()
+            self.y = y[: self.size].detach().clone()
+
+    def settle(self, pl_module, **kwargs):
+        """Settle the probe like a training step (label clamped), recording energies."""
+        gen = torch.Generator().manual_seed(12345)
+        x, y = self.x.to(pl_module.device), self.y.to(pl_module.device)
+        return pl_module.settle_batch(x, y, record=True, generator=gen, **kwargs)

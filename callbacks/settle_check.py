@@ -1,0 +1,100 @@
+"""SettleCheck: is inference finished before the weights move? (the seed's failure 6a)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import lightning as L
+import matplotlib.pyplot as plt
+import torch
+
+from callbacks._common import ProbeBatch, is_pcn, log_figure, log_scalars, warn
+from pcn_lightning.equations import relative_drop
+
+
+@dataclass
+class SettleReport:
+    rel_drop: float  # relative energy drop over the last `fraction` of the steps
+    settled: bool
+    first: float  # energy per sample before inference
+    last: float  # energy per sample after inference
+    steps: int
+
+    def message(self, tol: float, T_infer: int, eta_infer: float) -> str:
+        return (
+            f"inference has not settled: the energy still fell {self.rel_drop:.2%} over the last "
+            f"10% of the {self.steps} inference steps (tolerance {tol:.2%}; {self.first:.4g} -> "
+            f"{self.last:.4g} per sample). The weights are learning from an unfinished thought: "
+            f"raise T_infer (now {T_infer}) or eta_infer (now {eta_infer})."
+        )
+
+
+def settle_report(trace: torch.Tensor, tol: float, batch_size: int = 1, fraction: float = 0.1) -> SettleReport:
+    """Judge one settle from its per-layer energy trace of shape (steps + 1, n_terms)."""
+    total = trace.sum(1).double()
+    drop = relative_drop(total, fraction)
+    return SettleReport(drop, drop < tol, total[0].item() / batch_size, total[-1].item() / batch_size, total.numel() - 1)
+
+
+def settle_figure(trace: torch.Tensor, names: list[str], batch_size: int, title: str):
+    t = trace.double().cpu() / batch_size
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=80)
+    steps = range(t.shape[0])
+    ax.plot(steps, t.sum(1).clamp_min(1e-12), "k-", lw=2, label="total")
+    for i, name in enumerate(names):
+        ax.plot(steps, t[:, i].clamp_min(1e-12), lw=1, label=name)
+    ax.set_yscale("log")
+    ax.set_xlabel("inference step")
+    ax.set_ylabel("energy per sample")
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+class SettleCheck(L.Callback):
+    """Every `every_n_steps` training steps, settle a fixed probe batch (label clamped,
+    as in training) recording the energy at every inference step, and check that it
+    has converged: the relative energy drop over the last 10 % of steps is below `tol`.
+
+    Logs (global rank zero): `settle/rel_drop`, `settle/settled` (1 or 0),
+    `settle/energy_first`, `settle/energy_last`, `settle/energy_{layer}` and the figure
+    `settle/energy_curve` (log scale, total and per layer). Warns when not settled.
+    """
+
+    def __init__(self, every_n_steps: int = 200, tol: float = 0.01, probe_size: int = 256, warn_once: bool = False) -> None:
+        self.every_n_steps = every_n_steps
+        self.tol = tol
+        self.probe = ProbeBatch(probe_size)
+        self.warn_once = warn_once
+        self.warned = False
+        self.reports: list[SettleReport] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.probe.capture(batch)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        step = trainer.global_step
+        if not trainer.is_global_zero or not is_pcn(pl_module):
+            return
+        if (step - 1) % self.every_n_steps != 0:  # after the 1st, (N+1)th, ... step
+            return
+        _, result = self.probe.settle(pl_module)
+        B = self.probe.x.shape[0]
+        report = settle_report(result.trace, self.tol, B)
+        self.reports.append(report)
+        names = pl_module.layer_names()
+        final = result.trace[-1] / B
+        metrics = {
+            "settle/rel_drop": report.rel_drop,
+            "settle/settled": float(report.settled),
+            "settle/energy_first": report.first,
+            "settle/energy_last": report.last,
+        }
+        metrics.update({f"settle/energy_{n}": v for n, v in zip(names, final.tolist())})
+        log_scalars(trainer, metrics)
+        log_figure(trainer, "settle/energy_curve", settle_figure(
+            result.trace, names, B, f"settle at step {step}: last-10% drop {report.rel_drop:.2%}"))
+        if not report.settled and not (self.warn_once and self.warned):
+            self.warned = True
+            warn(report.message(self.tol, pl_module.T_infer, pl_module.eta_infer))
