@@ -15,6 +15,7 @@ import torch
 import torch.distributed as dist
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 
 from pcn_lightning.data import PCNDataModule, input_dim_of, num_classes_of
 from pcn_lightning.errors import ConfigError, PCNError
@@ -98,7 +99,7 @@ def main(args: Optional[list[str]] = None) -> int:
         if cli.config.get("test"):
             cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=best_checkpoint(cli.trainer))
         return 0
-    except PCNError as exc:
+    except (PCNError, MisconfigurationException) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     finally:

@@ -18,7 +18,7 @@ from typing import Optional, Union
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 from pcn_lightning.errors import ConfigError, DataNotFoundError
 
@@ -142,6 +142,58 @@ def to_flat_tensor(images: np.ndarray, mean, std, normalize: bool) -> torch.Tens
     return x.reshape(x.shape[0], -1).contiguous()
 
 
+# ------------------------------------------------------------------- sampler
+class GlobalBatchSampler(DistributedSampler):
+    """Training order that does not depend on the number of devices.
+
+    Every epoch draws one permutation of the training set (seeded by `seed` and the
+    epoch, or the identity without `shuffle`) and cuts it into global batches of
+    `batch_size * world_size` samples, dropping the incomplete last one. Rank r
+    takes the r-th slice of `batch_size` samples of every global batch. So a run on
+    N devices with per-device batch B sees exactly the batches that one device sees
+    with batch N*B, in the same order; with the all-reduced gradients the two runs
+    compute the same updates.
+
+    A DistributedSampler subclass, so Lightning keeps it instead of substituting
+    its own (which always shuffles). `start_batch` skips batches already consumed
+    in the current epoch (exact mid-epoch resume).
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int = 0, shuffle: bool = True,
+                 rank: int = 0, world_size: int = 1) -> None:
+        self.n, self.batch_size, self.seed, self.shuffle = n, batch_size, seed, shuffle
+        self.rank, self.num_replicas = rank, world_size
+        self.epoch = 0
+        self.start_batch = 0
+        self.global_batch = batch_size * world_size
+        self.batches_per_epoch = n // self.global_batch
+        if self.batches_per_epoch == 0:
+            raise ConfigError(
+                f"the global batch ({batch_size} per device x {world_size} devices) is larger than "
+                f"the {n} training samples, and the last incomplete batch is dropped: lower --data.batch_size"
+            )
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def permutation(self) -> torch.Tensor:
+        if not self.shuffle:
+            return torch.arange(self.n)
+        return torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 100_003 + self.epoch))
+
+    def __iter__(self):
+        perm = self.permutation()
+        out = []
+        for k in range(self.start_batch, self.batches_per_epoch):
+            start = k * self.global_batch + self.rank * self.batch_size
+            out.append(perm[start : start + self.batch_size])
+        self.start_batch = 0  # a skip applies to the resumed epoch only
+        return iter(torch.cat(out).tolist() if out else [])
+
+    def __len__(self) -> int:
+        return (self.batches_per_epoch - self.start_batch) * self.batch_size
+
+
 # ---------------------------------------------------------------- datamodule
 class PCNDataModule(L.LightningDataModule):
     """CIFAR-10, CIFAR-100 or Fashion-MNIST, flattened, held in memory.
@@ -160,7 +212,8 @@ class PCNDataModule(L.LightningDataModule):
         val_size: samples carved out of the training set for validation (an int,
             or a fraction < 1).
         split_seed: seed of the train/validation split.
-        shuffle: shuffle the training set every epoch.
+        shuffle: shuffle the training set every epoch (seeded by `split_seed` and
+            the epoch; independent of the number of devices, see GlobalBatchSampler).
         download: download CIFAR with torchvision when it is missing.
         limit_train: use only the first N training samples (for quick runs).
     """
@@ -194,6 +247,8 @@ class PCNDataModule(L.LightningDataModule):
         self.eval_batch_size = eval_batch_size or batch_size
         self.input_dim, self.num_classes, self.mean, self.std, _ = DATASETS[dataset]
         self.train_set = self.val_set = self.test_set = None
+        self.sampler: Optional[GlobalBatchSampler] = None
+        self._resume_batch = 0
 
     # --------------------------------------------------------------- locate
     def locate(self) -> None:
@@ -264,24 +319,37 @@ class PCNDataModule(L.LightningDataModule):
             self.test_set = TensorDataset(*self._load("test"))
 
     # ------------------------------------------------------------ loaders
-    def _loader(self, ds, batch_size: int, train: bool) -> DataLoader:
+    def _loader(self, ds, batch_size: int) -> DataLoader:
         return DataLoader(
             ds,
             batch_size=batch_size,
-            shuffle=train and self.hparams.shuffle,
-            drop_last=train,
+            shuffle=False,
             num_workers=self.hparams.num_workers,
             persistent_workers=self.hparams.num_workers > 0,
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, self.batch_size, True)
+        trainer = self.trainer
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        self.sampler = GlobalBatchSampler(
+            len(self.train_set), self.batch_size, self.hparams.split_seed, self.hparams.shuffle, rank, world
+        )
+        if self._resume_batch:
+            self.sampler.start_batch, self._resume_batch = self._resume_batch, 0
+        return DataLoader(
+            self.train_set,
+            batch_size=self.batch_size,
+            sampler=self.sampler,
+            drop_last=True,
+            num_workers=self.hparams.num_workers,
+            persistent_workers=self.hparams.num_workers > 0,
+        )
 
     def val_dataloader(self):
-        return [] if self.val_set is None else self._loader(self.val_set, self.eval_batch_size, False)
+        return [] if self.val_set is None else self._loader(self.val_set, self.eval_batch_size)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, self.eval_batch_size, False)
+        return self._loader(self.test_set, self.eval_batch_size)
 
     def predict_dataloader(self) -> DataLoader:
         return self.test_dataloader()
