@@ -72,7 +72,7 @@ def check_checkpoint(path: str, model) -> None:
 
 def best_checkpoint(trainer) -> Optional[str]:
     for cb in trainer.callbacks:
-        if isinstance(cb, ModelCheckpoint) and cb.best_model_path:
+        if isinstance(cb, ModelCheckpoint) and cb.monitor is not None and cb.best_model_path:
             return cb.best_model_path
     return None
 

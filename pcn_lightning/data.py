@@ -191,7 +191,9 @@ class GlobalBatchSampler(DistributedSampler):
         return iter(torch.cat(out).tolist() if out else [])
 
     def __len__(self) -> int:
-        return (self.batches_per_epoch - self.start_batch) * self.batch_size
+        # The whole epoch, also when resuming mid-epoch: Lightning counts the batches
+        # of a resumed epoch from where the checkpoint left off.
+        return self.batches_per_epoch * self.batch_size
 
 
 # ---------------------------------------------------------------- datamodule
@@ -317,6 +319,21 @@ class PCNDataModule(L.LightningDataModule):
             self.val_set = TensorDataset(x[val_idx], y[val_idx]) if n_val > 0 else None
         if stage in (None, "test", "predict") and self.test_set is None:
             self.test_set = TensorDataset(*self._load("test"))
+
+    # ----------------------------------------------------- exact resume
+    def state_dict(self) -> dict:
+        """Saved in checkpoints: how many batches of the current epoch were trained on."""
+        trainer = self.trainer
+        if trainer is None:
+            return {}
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        if done >= trainer.num_training_batches:  # saved at the end of an epoch
+            done = 0
+        return {"batches_done": int(done)}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Resume mid-epoch: the sampler skips the batches already trained on."""
+        self._resume_batch = int(state.get("batches_done", 0))
 
     # ------------------------------------------------------------ loaders
     def _loader(self, ds, batch_size: int) -> DataLoader:

@@ -183,6 +183,12 @@ class PCNModule(L.LightningModule):
         if sched is not None:
             sched.step()
 
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["pcn_reference_energy"] = self._reference_energy
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self._reference_energy = checkpoint.get("pcn_reference_energy")
+
     # ---------------------------------------------------------------- helpers
     def _generator(self, *keys: int) -> torch.Generator:
         """A CPU generator seeded from the module seed and the given keys."""
