@@ -9,6 +9,7 @@ stderr and exit code 2, before anything is written.
 from __future__ import annotations
 
 import sys
+from argparse import ArgumentError
 from typing import Optional
 
 import torch
@@ -18,7 +19,7 @@ from lightning.pytorch.cli import LightningCLI
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 
 from pcn_lightning.data import PCNDataModule, input_dim_of, num_classes_of
-from pcn_lightning.errors import ConfigError, PCNError
+from pcn_lightning.errors import ConfigError, DivergenceError, PCNError
 from pcn_lightning.module import PCNModule
 
 
@@ -77,8 +78,40 @@ def best_checkpoint(trainer) -> Optional[str]:
     return None
 
 
+def pcn_error_in_chain(exc: BaseException) -> Optional[PCNError]:
+    """The PCNError behind an exception that jsonargparse wrapped, if any."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, PCNError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+LINKED = ("input_dim", "output_dim")
+
+
+def check_no_linked_overrides(args: list[str]) -> None:
+    """input_dim and output_dim come from the data; setting them is a mistake."""
+    texts = list(args)
+    for i, a in enumerate(args):
+        if a in ("--config", "-c") and i + 1 < len(args):
+            try:
+                texts.append(open(args[i + 1]).read())
+            except OSError:
+                pass
+    for key in LINKED:
+        if any(f".{key}" in t or f"{key}:" in t for t in texts):
+            raise ConfigError(
+                f"model {key} is set from the data (--data.dataset) and cannot be given; "
+                f"remove {key} from the command line or config and choose the dataset instead"
+            )
+
+
 def main(args: Optional[list[str]] = None) -> int:
     try:
+        check_no_linked_overrides(sys.argv[1:] if args is None else list(args))
         cli = PCNCLI(
             PCNModule,
             PCNDataModule,
@@ -86,12 +119,12 @@ def main(args: Optional[list[str]] = None) -> int:
             run=False,
             args=args,
             save_config_kwargs={"overwrite": False},
-            parser_kwargs={"default_env": False},
+            parser_kwargs={"default_env": False, "exit_on_error": False},
         )
         if cli.config.get("print_config"):
             return 0
         check_trainer(cli.trainer)
-        cli.datamodule.locate()
+        cli.datamodule.check_ready(cli.trainer.world_size)
         ckpt_path = cli.config.get("ckpt_path")
         if ckpt_path:
             check_checkpoint(ckpt_path, cli.model)
@@ -99,8 +132,22 @@ def main(args: Optional[list[str]] = None) -> int:
         if cli.config.get("test"):
             cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=best_checkpoint(cli.trainer))
         return 0
+    except DivergenceError as exc:
+        print(f"error: training diverged: {exc}", file=sys.stderr)
+        return 1
     except (PCNError, MisconfigurationException) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (ValueError, TypeError, ArgumentError) as exc:
+        cause = pcn_error_in_chain(exc)
+        if cause is None and not isinstance(exc, ArgumentError):
+            raise
+        if cause is not None:
+            message = str(cause)
+        else:  # a jsonargparse type error: keep the lines that say what was expected
+            lines = [l.strip(" -") for l in str(exc).strip().splitlines()]
+            message = "; ".join(l for l in lines if l and "NoneType" not in l and not l.startswith("Given value"))
+        print(f"error: {message}\n(see python train.py --help)", file=sys.stderr)
         return 2
     finally:
         if dist.is_available() and dist.is_initialized():

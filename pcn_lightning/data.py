@@ -265,6 +265,17 @@ class PCNDataModule(L.LightningDataModule):
                 f"{CIFAR_LAYOUT[self.dataset][0]}/"
             )
 
+    def check_ready(self, world_size: int = 1) -> None:
+        """Fail before any training work: missing data, bad values, a batch too large.
+
+        Loads the training split when it is on disk (Lightning's later `setup` reuses it).
+        """
+        self.locate()
+        if self.dataset != "fashion_mnist" and not cifar_present(self.data_dir, self.dataset):
+            return  # prepare_data will download it
+        self.setup("fit")
+        GlobalBatchSampler(len(self.train_set), self.batch_size, world_size=world_size)
+
     def prepare_data(self) -> None:
         if self.dataset == "fashion_mnist" or cifar_present(self.data_dir, self.dataset):
             return self.locate()
