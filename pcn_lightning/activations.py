@@ -31,6 +31,24 @@ class Activation:
     # True when f'(a) == 1 everywhere: h = eps and the multiply can be skipped.
     is_identity: bool = False
 
+    def errors_into(self, a: Tensor, x: Tensor, eps: Tensor, h: Tensor) -> None:
+        """eps = x - f(a) and h = f'(a) * eps, written into the given buffers.
+
+        The same numbers as the formulas, without allocating tensors of the layer's
+        size on every inference step (ReLU and linear need no temporaries at all).
+        """
+        if self.is_identity:
+            torch.sub(x, a, out=eps)
+            if h.data_ptr() != eps.data_ptr():
+                h.copy_(eps)
+        elif self.name == "relu":
+            torch.clamp_min(a, 0.0, out=h)  # h holds f(a) for a moment
+            torch.sub(x, h, out=eps)
+            torch.mul(eps, a > 0, out=h)
+        else:
+            torch.sub(x, self.f(a), out=eps)
+            torch.mul(self.df(a), eps, out=h)
+
     def share_out_of_range(self, values: Tensor) -> float:
         """Share of `values` that f cannot produce (its open range is (low, high))."""
         outside = torch.zeros_like(values, dtype=torch.bool)

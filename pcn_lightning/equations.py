@@ -14,6 +14,11 @@ An optional supervised readout R (shape (C, d_L)) predicts the label y from the
 top latent: eps_y = y - x(L) @ R.T adds 1/2 ||eps_y||^2 to E. It is the seed's
 readout during training; with y absent (evaluation) the term is dropped.
 
+Optional fixed precisions pi(l) (and pi_y) weight each term: E = 1/2 sum_l pi(l)
+||eps(l)||^2 (the seed's announced "precision weighting"). Every formula below
+then carries pi: h(l) = pi(l) f'(a(l)) * eps(l), dE/dx(l) = pi(l) eps(l) - ...,
+dE/dR = -pi_y eps_y.T @ x(L). With all pi = 1 (the default) they are the seed's.
+
 Inference (gradient descent on E for the free latents, section 4):
 
     dE/dx(l) = eps(l) - h(l-1) @ W(l-1)        (first term absent for the top,
@@ -49,6 +54,11 @@ class PredictionErrors:
     eps: list[Tensor]  # eps(l)
     h: list[Tensor]  # h(l)
     eps_y: Optional[Tensor] = None  # readout error y - x(L) @ R.T, when supervised
+    pi: Optional[list[float]] = None  # precision of each layer's error (None: all 1)
+    pi_y: float = 1.0  # precision of the readout error
+
+    def precision(self, l: int) -> float:
+        return 1.0 if self.pi is None else self.pi[l]
 
 
 @dataclass
@@ -66,25 +76,63 @@ def prediction_errors(
     acts: Sequence[Activation],
     readout: Optional[Tensor] = None,
     y: Optional[Tensor] = None,
+    out: Optional[PredictionErrors] = None,
+    precisions: Optional[Sequence[float]] = None,
+    precision_y: float = 1.0,
 ) -> PredictionErrors:
-    """a(l), eps(l), h(l) for every layer, and eps_y when a readout and label are given."""
+    """a(l), eps(l), h(l) for every layer, and eps_y when a readout and label are given.
+
+    With `out` (from `error_buffers`), the results are written into its tensors
+    instead of new ones: the settle loop allocates nothing per step.
+    """
+    pi = list(precisions) if precisions is not None else None
+    if out is not None:
+        for l, (W, f) in enumerate(zip(weights, acts)):
+            a = torch.matmul(xs[l + 1], W.T, out=out.preacts[l])
+            f.errors_into(a, xs[l], out.eps[l], out.h[l])
+            if pi is not None and pi[l] != 1.0:
+                out.h[l].mul_(pi[l])
+        out.pi, out.pi_y = pi, precision_y
+        if out.eps_y is not None:
+            torch.matmul(xs[-1], readout.T, out=out.eps_y)
+            torch.sub(y, out.eps_y, out=out.eps_y)
+        return out
     preacts, eps, h = [], [], []
     for l, (W, f) in enumerate(zip(weights, acts)):
         a = xs[l + 1] @ W.T
         e = xs[l] - f.f(a)
         preacts.append(a)
         eps.append(e)
-        h.append(e if f.is_identity else f.df(a) * e)
+        hl = e if f.is_identity else f.df(a) * e
+        h.append(hl * pi[l] if pi is not None and pi[l] != 1.0 else hl)
     eps_y = None
     if readout is not None and y is not None:
         eps_y = y - xs[-1] @ readout.T
+    return PredictionErrors(preacts, eps, h, eps_y, pi, precision_y)
+
+
+def error_buffers(
+    xs: Sequence[Tensor],
+    acts: Sequence[Activation],
+    supervised: bool,
+    n_out: int = 0,
+    precisions: Optional[Sequence[float]] = None,
+) -> PredictionErrors:
+    """Preallocated tensors for `prediction_errors(..., out=...)`."""
+    preacts = [torch.empty_like(x) for x in xs[:-1]]
+    eps = [torch.empty_like(x) for x in xs[:-1]]
+    shared = [f.is_identity and (precisions is None or precisions[l] == 1.0) for l, f in enumerate(acts)]
+    h = [e if same else torch.empty_like(e) for e, same in zip(eps, shared)]
+    eps_y = xs[-1].new_empty(xs[-1].shape[0], n_out) if supervised else None
     return PredictionErrors(preacts, eps, h, eps_y)
 
 
 def layer_energies(errors: PredictionErrors) -> Tensor:
     """1/2 ||eps(l)||^2 summed over the batch, per layer (the readout term last, if any)."""
-    terms = list(errors.eps) + ([errors.eps_y] if errors.eps_y is not None else [])
-    return torch.stack([0.5 * e.pow(2).sum() for e in terms])
+    terms = [(errors.precision(l), e) for l, e in enumerate(errors.eps)]
+    if errors.eps_y is not None:
+        terms.append((errors.pi_y, errors.eps_y))
+    return torch.stack([0.5 * p * torch.linalg.vector_norm(e).square() for p, e in terms])
 
 
 def energy(errors: PredictionErrors) -> Tensor:
@@ -106,11 +154,11 @@ def latent_gradients(
         if not free[l]:
             grads.append(None)
             continue
-        g = errors.eps[l].clone() if l < top else torch.zeros_like(xs[l])
+        g = errors.precision(l) * errors.eps[l] if l < top else torch.zeros_like(xs[l])
         if l > 0:
-            g -= errors.h[l - 1] @ weights[l - 1]
+            g = g - errors.h[l - 1] @ weights[l - 1]
         if l == top and errors.eps_y is not None:
-            g -= errors.eps_y @ readout
+            g = g - errors.pi_y * (errors.eps_y @ readout)
         grads.append(g)
     return grads
 
@@ -123,11 +171,23 @@ def inference_step(
     eta_infer: float,
     readout: Optional[Tensor] = None,
 ) -> None:
-    """x(l) <- x(l) - eta_infer * dE/dx(l) for every free layer, in place."""
-    grads = latent_gradients(xs, weights, errors, free, readout)
-    for x, g in zip(xs, grads):
-        if g is not None:
-            x.sub_(g, alpha=eta_infer)
+    """x(l) <- x(l) - eta_infer * dE/dx(l) for every free layer, in place.
+
+    Written as x(l) -= eta eps(l), then x(l) += eta h(l-1) @ W(l-1) fused into one
+    addmm (and x(L) += eta eps_y @ R): the same update as `latent_gradients`
+    without allocating the gradient. `errors` must belong to the current xs; they
+    are separate tensors, so updating one layer does not disturb another's error.
+    """
+    top = len(xs) - 1
+    for l, x in enumerate(xs):
+        if not free[l]:
+            continue
+        if l < top:
+            x.sub_(errors.eps[l], alpha=eta_infer * errors.precision(l))
+        if l > 0:
+            x.addmm_(errors.h[l - 1], weights[l - 1], alpha=eta_infer)
+        if l == top and errors.eps_y is not None:
+            x.addmm_(errors.eps_y, readout, alpha=eta_infer * errors.pi_y)
 
 
 def settle(
@@ -142,6 +202,8 @@ def settle(
     record: bool = False,
     tol: Optional[float] = None,
     check_every: Optional[int] = None,
+    precisions: Optional[Sequence[float]] = None,
+    precision_y: float = 1.0,
 ) -> SettleResult:
     """Run up to T_infer inference steps on the free latents (in place).
 
@@ -151,14 +213,17 @@ def settle(
     device (no host sync). With `tol`, inference stops once the relative energy drop
     over the last `check_every` steps is below `tol` (that check syncs with the host).
     """
-    errors = prediction_errors(xs, weights, acts, readout, y)
+    supervised = readout is not None and y is not None
+    buffers = error_buffers(xs, acts, supervised, y.shape[1] if supervised else 0, precisions)
+    pis = dict(precisions=precisions, precision_y=precision_y)
+    errors = prediction_errors(xs, weights, acts, readout, y, out=buffers, **pis)
     trace = [layer_energies(errors)] if record else None
     every = check_every or max(1, T_infer // 10)
     last_checked = energy(errors).item() if tol is not None else None
     steps = 0
     for t in range(T_infer):
         inference_step(xs, weights, errors, free, eta_infer, readout)
-        errors = prediction_errors(xs, weights, acts, readout, y)
+        errors = prediction_errors(xs, weights, acts, readout, y, out=buffers, **pis)
         steps = t + 1
         if record:
             trace.append(layer_energies(errors))
@@ -175,7 +240,7 @@ def weight_gradients(
 ) -> tuple[list[Tensor], Optional[Tensor]]:
     """dE/dW(l) = -h(l).T @ x(l+1) per layer, and dE/dR = -eps_y.T @ x(L) if supervised."""
     grads = [-(h.T @ xs[l + 1]) for l, h in enumerate(errors.h)]
-    grad_readout = -(errors.eps_y.T @ xs[-1]) if errors.eps_y is not None else None
+    grad_readout = -errors.pi_y * (errors.eps_y.T @ xs[-1]) if errors.eps_y is not None else None
     return grads, grad_readout
 
 

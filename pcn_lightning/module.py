@@ -73,6 +73,10 @@ class PCNModule(L.LightningModule):
         grad_clip_norm: clip the norm of the hand-set gradients (all parameters
             together) before each optimizer step; Trainer(gradient_clip_val) does
             not work with manual optimization.
+        precisions: fixed precision of each prediction error, one per weight matrix
+            plus the readout (the order of eta_learn): E = 1/2 sum pi ||eps||^2.
+            None: all 1 (the seed's energy). A small readout precision in the
+            discriminative direction makes the settled errors approach backprop's.
         seed: seed of the latent initialization.
     """
 
@@ -99,6 +103,7 @@ class PCNModule(L.LightningModule):
         settle_tol: Optional[float] = None,
         divergence_factor: float = 100.0,
         grad_clip_norm: Optional[float] = None,
+        precisions: Optional[list[float]] = None,
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -124,6 +129,14 @@ class PCNModule(L.LightningModule):
                 f"(one per weight matrix W(0..{n_groups - 2}) and one for the readout)"
             )
         self.etas = [_positive_float("eta_learn", e) for e in etas]
+        if precisions is not None:
+            if len(precisions) != n_groups:
+                raise ConfigError(
+                    f"precisions has {len(precisions)} entries; give {n_groups} (one per weight "
+                    "matrix and one for the readout, in the order of eta_learn)"
+                )
+            precisions = [_positive_float("precisions", p) for p in precisions]
+        self.precisions = precisions
         if optimizer not in OPTIMIZERS:
             raise ConfigError(f"unknown optimizer {optimizer!r}; choose one of {list(OPTIMIZERS)}")
         if lr_scheduler not in SCHEDULERS:
@@ -190,6 +203,15 @@ class PCNModule(L.LightningModule):
         self._reference_energy = checkpoint.get("pcn_reference_energy")
 
     # ---------------------------------------------------------------- helpers
+    def chain_precisions(self) -> dict:
+        """Precisions in the chain's order, as keyword arguments for the equations."""
+        if self.precisions is None:
+            return {"precisions": None, "precision_y": 1.0}
+        n = self.net.n_layers
+        if self.net.generative:
+            return {"precisions": self.precisions[:n], "precision_y": self.precisions[n]}
+        return {"precisions": [self.precisions[n]] + self.precisions[:n][::-1], "precision_y": 1.0}
+
     def _generator(self, *keys: int) -> torch.Generator:
         """A CPU generator seeded from the module seed and the given keys."""
         seed = int(self.hparams.seed)
@@ -227,7 +249,7 @@ class PCNModule(L.LightningModule):
                 xs, weights, acts, free,
                 T_infer or self.T_infer, eta_infer or self.eta_infer,
                 readout=readout, y=Y if self.net.generative else None,
-                record=record, tol=tol,
+                record=record, tol=tol, **self.chain_precisions(),
             )
         return xs, result
 
@@ -256,7 +278,7 @@ class PCNModule(L.LightningModule):
         with torch.no_grad():
             for k in range(self.t_learn):
                 if k > 0:  # the weights moved: the frozen latents' errors must be recomputed
-                    errors = eq.prediction_errors(xs, weights, acts, readout, Y)
+                    errors = eq.prediction_errors(xs, weights, acts, readout, Y, **self.chain_precisions())
                 grads, grad_readout = eq.weight_gradients(xs, errors)
                 if grad_readout is not None:
                     grads.append(grad_readout)

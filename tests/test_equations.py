@@ -146,3 +146,64 @@ def test_relative_drop():
 def test_seed_parameter_counts(dims, classes, count, direction):
     net = PredictiveCodingNetwork(dims, classes, "relu", direction)
     assert sum(p.numel() for p in net.parameters()) == count
+
+
+@pytest.mark.parametrize("direction", ["generative", "discriminative"])
+@pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
+def test_buffered_errors_equal_the_formulas(direction, activation):
+    net, xs, free, y = make_state(direction, activation, seed=4)
+    weights, acts, readout = net.chain()
+    y_sup = y if direction == "generative" else None
+    with torch.no_grad():
+        plain = eq.prediction_errors(xs, weights, acts, readout, y_sup)
+        buf = eq.error_buffers(xs, acts, y_sup is not None, C)
+        for _ in range(2):  # reusing the buffers gives the same numbers
+            fused = eq.prediction_errors(xs, weights, acts, readout, y_sup, out=buf)
+    for name in ("preacts", "eps", "h"):
+        for p, f in zip(getattr(plain, name), getattr(fused, name)):
+            assert torch.allclose(p, f, rtol=1e-12, atol=1e-14), name
+    if y_sup is not None:
+        assert torch.allclose(plain.eps_y, fused.eps_y, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("direction", ["generative", "discriminative"])
+@pytest.mark.parametrize("activation", ["linear", "relu", "tanh"])
+def test_precision_weighted_rules_equal_autograd(direction, activation):
+    """With per-layer precisions E = 1/2 sum pi(l) ||eps(l)||^2: every rule still equals autograd."""
+    net, xs, free, y = make_state(direction, activation, seed=5)
+    weights, acts, readout = net.chain()
+    y_sup = y if direction == "generative" else None
+    pi = [0.3, 2.0, 0.05, 0.7][: len(weights)]
+    pi_y = 0.2 if y_sup is not None else 1.0
+
+    def E_auto(xs_, ws_, r_):
+        E = 0.0
+        for l, (W, f) in enumerate(zip(ws_, acts)):
+            E = E + 0.5 * pi[l] * (xs_[l] - f.f(xs_[l + 1] @ W.T)).pow(2).sum()
+        if y_sup is not None:
+            E = E + 0.5 * pi_y * (y_sup - xs_[-1] @ r_.T).pow(2).sum()
+        return E
+
+    with torch.no_grad():
+        errors = eq.prediction_errors(xs, weights, acts, readout, y_sup, precisions=pi, precision_y=pi_y)
+        buf = eq.error_buffers(xs, acts, y_sup is not None, C, pi)
+        fused = eq.prediction_errors(xs, weights, acts, readout, y_sup, out=buf, precisions=pi, precision_y=pi_y)
+        gx = eq.latent_gradients(xs, weights, errors, free, readout)
+        gw, gr = eq.weight_gradients(xs, errors)
+    leaves = [x.detach().clone().requires_grad_(f) for x, f in zip(xs, free)]
+    E = E_auto(leaves, [W.detach() for W in weights], readout.detach() if readout is not None else None)
+    assert torch.allclose(eq.energy(errors), E.detach(), rtol=1e-12)
+    assert torch.allclose(eq.energy(fused), E.detach(), rtol=1e-12)
+    auto_x = torch.autograd.grad(E, [x for x, f in zip(leaves, free) if f])
+    for g, a in zip([g for g in gx if g is not None], auto_x):
+        assert rel_err(g, a) < 1e-10
+    auto_w = torch.autograd.grad(E_auto(xs, weights, readout), net.chain_parameters())
+    for g, a in zip(gw + ([gr] if gr is not None else []), auto_w):
+        assert rel_err(g, a) < 1e-10
+    # the in-place step moves the latents by exactly -eta dE/dx
+    before = [x.clone() for x in xs]
+    eq.inference_step(xs, weights, fused, free, 0.01, readout)
+    it = iter(auto_x)
+    for x0, x1, f in zip(before, xs, free):
+        if f:
+            assert rel_err(x1 - x0, -0.01 * next(it)) < 1e-10
