@@ -135,6 +135,26 @@ def layer_energies(errors: PredictionErrors) -> Tensor:
     return torch.stack([0.5 * p * torch.linalg.vector_norm(e).square() for p, e in terms])
 
 
+def sample_energies(errors: PredictionErrors) -> Tensor:
+    """The energy of each sample, shape (B,): 1/2 sum_l pi(l) ||eps(l)_b||^2."""
+    E = sum(0.5 * errors.precision(l) * e.pow(2).sum(1) for l, e in enumerate(errors.eps))
+    if errors.eps_y is not None:
+        E = E + 0.5 * errors.pi_y * errors.eps_y.pow(2).sum(1)
+    return E
+
+
+def top_down_sweep(x_top: Tensor, weights: Sequence[Tensor], acts: Sequence[Activation]) -> list[Tensor]:
+    """Predictions all the way down: x(l) = f(l)(W(l) x(l+1)) from a given top latent.
+
+    This is where every error is zero, the energy minimum when nothing below the
+    top is clamped: the generative model's sample for that top latent.
+    """
+    xs = [x_top]
+    for W, f in zip(reversed(weights), reversed(list(acts))):
+        xs.insert(0, f.f(xs[0] @ W.T))
+    return xs
+
+
 def energy(errors: PredictionErrors) -> Tensor:
     """The total energy E, summed over the batch."""
     return layer_energies(errors).sum()

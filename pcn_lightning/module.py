@@ -77,6 +77,10 @@ class PCNModule(L.LightningModule):
             plus the readout (the order of eta_learn): E = 1/2 sum pi ||eps||^2.
             None: all 1 (the seed's energy). A small readout precision in the
             discriminative direction makes the settled errors approach backprop's.
+        eval_mode: how a generative model predicts at evaluation, never seeing the
+            label: "readout" (settle from the image, read the top latent) or
+            "energy" (for each class, clamp it, settle, and choose the class whose
+            settled energy is lowest; C times the cost).
         seed: seed of the latent initialization.
     """
 
@@ -104,6 +108,7 @@ class PCNModule(L.LightningModule):
         divergence_factor: float = 100.0,
         grad_clip_norm: Optional[float] = None,
         precisions: Optional[list[float]] = None,
+        eval_mode: str = "readout",
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -148,6 +153,10 @@ class PCNModule(L.LightningModule):
                 "latent_init='feedforward' needs direction='discriminative': the "
                 "generative model has no bottom-up pass; use 'random' or 'zeros'"
             )
+        if eval_mode not in ("readout", "energy"):
+            raise ConfigError(f"unknown eval_mode {eval_mode!r}; choose 'readout' or 'energy'")
+        if eval_mode == "energy" and not self.net.generative:
+            raise ConfigError("eval_mode='energy' needs direction='generative'")
         if settle_tol is not None:
             _positive_float("settle_tol", settle_tol)
         _positive_float("divergence_factor", divergence_factor)
@@ -347,12 +356,48 @@ class PCNModule(L.LightningModule):
             self.log(f"{stage}/energy_{name}", v, on_step=False, on_epoch=True, sync_dist=stage != "train")
 
     # ------------------------------------------------------------ evaluation
+    def classify_by_energy(self, x: Tensor, generator: Optional[torch.Generator] = None) -> tuple[Tensor, Tensor]:
+        """Scores -E_c(x) for every class c: clamp c at the readout, settle, measure E.
+
+        No label is given: every class is tried and the lowest settled energy
+        wins. Returns (scores (B, C), the lowest energy per sample).
+        """
+        C = self.net.output_dim
+        energies = []
+        for c in range(C):
+            y = torch.full((x.shape[0],), c, dtype=torch.long, device=x.device)
+            gen = None if generator is None else torch.Generator().manual_seed(generator.initial_seed() + c)
+            _, result = self.settle_batch(x, y, self.T_infer_eval, self.eta_infer_eval, generator=gen)
+            energies.append(eq.sample_energies(result.errors))
+        E = torch.stack(energies, 1)
+        return -E, E.min(1).values.mean()
+
+    @torch.no_grad()
+    def generate(self, classes: Tensor, noise_std: float = 0.0, generator: Optional[torch.Generator] = None) -> Tensor:
+        """Generative model: the data (B, dims[0]) it predicts for the given classes.
+
+        The top latent is clamped to the least-norm x(L) whose readout is the class
+        (R x(L) = one_hot(c)), plus optional Gaussian noise for variety; the
+        predictions then run down to the pixels (every error zero).
+        """
+        if not self.net.generative:
+            raise ConfigError("generate() needs direction='generative'")
+        R = self.net.readout
+        Y = F.one_hot(classes.to(R.device), self.net.output_dim).to(R.dtype)
+        top = Y @ torch.linalg.pinv(R).T
+        if noise_std > 0:
+            top = top + noise_std * torch.randn(top.shape, generator=generator, dtype=top.dtype).to(top.device)
+        weights, acts, _ = self.net.chain()
+        return eq.top_down_sweep(top, weights, acts)[0]
+
     def eval_outputs(self, x: Tensor, batch_idx: int) -> tuple[Tensor, Tensor]:
         """Label-free (logits, energy per sample) of an evaluation batch."""
         if not self.net.generative:
             # the sweep is the exact minimum of the energy with the label free: E = 0
             return self.predict_logits(x), torch.zeros((), device=x.device)
         gen = self._generator(10**6 + batch_idx, self.global_rank)
+        if self.hparams.eval_mode == "energy":
+            return self.classify_by_energy(x, gen)
         xs, result = self.settle_batch(x, None, self.T_infer_eval, self.eta_infer_eval, generator=gen)
         logits = self.net.top_latent(xs) @ self.net.readout.T
         return logits, eq.energy(result.errors) / x.shape[0]

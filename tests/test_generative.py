@@ -1,0 +1,79 @@
+"""The generative model: generation, classification by energy, no label in evaluation."""
+
+import lightning as L
+import torch
+from lightning.pytorch.loggers import TensorBoardLogger
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from callbacks.class_samples import ClassSamples, to_images
+from pcn_lightning import PCNModule, PCNDataModule
+from pcn_lightning import equations as eq
+
+
+def model(**kw):
+    base = dict(dims=[784, 16, 10], output_dim=10, activations=["sigmoid", "tanh"], T_infer=10, eta_infer=0.1)
+    return PCNModule(**{**base, **kw})
+
+
+def test_top_down_sweep_is_the_zero_error_state():
+    torch.manual_seed(0)
+    m = model()
+    weights, acts, _ = m.net.chain()
+    xs = eq.top_down_sweep(torch.randn(5, 10), weights, acts)
+    errors = eq.prediction_errors(xs, weights, acts)
+    assert eq.energy(errors).item() == 0.0
+
+
+def test_generate_shape_range_determinism():
+    torch.manual_seed(0)
+    m = model()
+    classes = torch.arange(10).repeat(3)
+    a = m.generate(classes, noise_std=0.5, generator=torch.Generator().manual_seed(1))
+    b = m.generate(classes, noise_std=0.5, generator=torch.Generator().manual_seed(1))
+    c = m.generate(classes, noise_std=0.5, generator=torch.Generator().manual_seed(2))
+    assert a.shape == (30, 784)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert a.min() >= 0 and a.max() <= 1  # sigmoid layer 0 predicts pixels in (0, 1)
+    # the clamped top reads out as the requested class
+    top = torch.nn.functional.one_hot(classes, 10).float() @ torch.linalg.pinv(m.net.readout).T
+    assert ((top @ m.net.readout.T).argmax(1) == classes).all()
+    imgs = to_images(a, None)
+    assert imgs.shape == (30, 1, 28, 28)
+
+
+def test_energy_classification_never_sees_the_label():
+    torch.manual_seed(0)
+    m = model(eval_mode="energy")
+    x = torch.rand(12, 784)
+    y = torch.randint(0, 10, (12,))
+    out1 = m.test_step((x, y), 0)
+    out2 = m.test_step((x, y[torch.randperm(12)]), 0)
+    out3 = m.validation_step((x, (y + 3) % 10), 0)
+    assert out1.shape == (12, 10)
+    assert torch.equal(out1, out2) and torch.equal(out1, out3)
+    # the scores are minus the settled energies of each clamped class
+    scores, _ = m.classify_by_energy(x, m._generator(10**6, 0))
+    assert torch.equal(scores, out1)
+
+
+def test_energy_classification_picks_the_lowest_energy_class():
+    """A model that explains class 3 perfectly: the image is exactly its generation."""
+    torch.manual_seed(0)
+    m = model(eval_mode="energy", activations="linear", dims=[30, 12, 10], T_infer=3000, eta_infer=0.1)
+    x = m.generate(torch.tensor([3, 7]))
+    scores, _ = m.classify_by_energy(x, torch.Generator().manual_seed(0))
+    assert scores.argmax(1).tolist() == [3, 7]
+
+
+def test_class_samples_callback_writes_a_grid(tmp_path, fmnist_dir):
+    dm = PCNDataModule("fashion_mnist", data_dir=str(fmnist_dir), batch_size=32, val_size=0)
+    logger = TensorBoardLogger(str(tmp_path), name="gen")
+    trainer = L.Trainer(max_epochs=1, limit_train_batches=2, accelerator="cpu", logger=logger,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        callbacks=[ClassSamples(per_class=4)])
+    trainer.fit(model(), datamodule=dm)
+    ea = EventAccumulator(logger.log_dir, size_guidance={"images": 0})
+    ea.Reload()
+    assert "generation/samples" in ea.Tags()["images"]
+    img = ea.Images("generation/samples")[0]
+    assert img.width > 4 * 28 and img.height > 10 * 28
