@@ -259,8 +259,8 @@ def weight_gradients(
     xs: Sequence[Tensor], errors: PredictionErrors
 ) -> tuple[list[Tensor], Optional[Tensor]]:
     """dE/dW(l) = -h(l).T @ x(l+1) per layer, and dE/dR = -eps_y.T @ x(L) if supervised."""
-    grads = [-(h.T @ xs[l + 1]) for l, h in enumerate(errors.h)]
-    grad_readout = -errors.pi_y * (errors.eps_y.T @ xs[-1]) if errors.eps_y is not None else None
+    grads = [(h.T @ xs[l + 1]).neg_() for l, h in enumerate(errors.h)]
+    grad_readout = (errors.eps_y.T @ xs[-1]).mul_(-errors.pi_y) if errors.eps_y is not None else None
     return grads, grad_readout
 
 

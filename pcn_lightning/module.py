@@ -314,7 +314,7 @@ class PCNModule(L.LightningModule):
                 offset += n
             return
         for p, g in zip(params, grads):
-            p.grad = g / B
+            p.grad = g.div_(B)  # the gradient was made for this step: scale it in place
 
     def _check_divergence(self, per_layer: Tensor, result: eq.SettleResult) -> None:
         """Raise (before any weight moves) when the energy is NaN/inf or exploding."""

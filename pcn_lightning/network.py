@@ -151,7 +151,7 @@ class PredictiveCodingNetwork(nn.Module):
                 latents.append(torch.zeros(batch_size, d, device=device, dtype=dtype))
             else:
                 z = torch.randn(batch_size, d, generator=generator, dtype=dtype)
-                latents.append((z * std).to(device))
+                latents.append(z.mul_(std).to(device))
         return latents
 
     def initial_state(

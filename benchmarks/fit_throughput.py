@@ -1,0 +1,73 @@
+"""Trainer.fit throughput against a bare Python loop calling the same training_step.
+
+Usage: python -m benchmarks.fit_throughput [--batches 100] [--batch 128] [--T 20]
+
+Both sides run the discriminative Fashion-MNIST model on the same batches; the
+bare loop has no Lightning at all (no logging, no progress bar, no hooks). The
+ratio says what Lightning costs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import lightning as L
+import torch
+
+from benchmarks._timing import table
+from pcn_lightning import PCNModule
+from pcn_lightning.data import PCNDataModule
+
+
+def make_module(args):
+    torch.manual_seed(0)
+    return PCNModule(dims=[784, 512, 256], output_dim=10, direction="discriminative", latent_init="feedforward",
+                     T_infer=args.T, eta_infer=0.1, eta_learn=2e-4, optimizer="adam")
+
+
+def run_fit(args, dm) -> float:
+    m = make_module(args)
+    trainer = L.Trainer(max_steps=args.batches, limit_val_batches=0, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=args.progress_bar, enable_model_summary=False, accelerator="cpu",
+                        log_every_n_steps=50)
+    t0 = time.perf_counter()
+    trainer.fit(m, dm.train_dataloader())
+    return args.batches * args.batch / (time.perf_counter() - t0)
+
+
+def run_bare(args, dm) -> float:
+    m = make_module(args)
+    opt = m.configure_optimizers()
+    m.optimizers = lambda: opt
+    m.log = lambda *a, **k: None
+    t0 = time.perf_counter()
+    for i, batch in enumerate(dm.train_dataloader()):
+        if i == args.batches:
+            break
+        m.training_step(batch, i)
+    return args.batches * args.batch / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--batches", type=int, default=100)
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--T", type=int, default=20)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--progress_bar", action="store_true")
+    args = ap.parse_args()
+    dm = PCNDataModule("fashion_mnist", batch_size=args.batch)
+    dm.setup("fit")
+    fit, bare = [], []
+    for _ in range(args.repeats):  # alternate, so that machine noise hits both
+        bare.append(run_bare(args, dm))
+        fit.append(run_fit(args, dm))
+    f, b = sorted(fit)[len(fit) // 2], sorted(bare)[len(bare) // 2]
+    print(f"{args.batches} batches of {args.batch}, T={args.T}, threads={torch.get_num_threads()}, median of {args.repeats}")
+    print(table([["Trainer.fit", f"{f:.0f}", f"{f / b:.3f}"], ["bare loop", f"{b:.0f}", "1.000"]],
+                ["", "samples/s", "ratio (target >= 0.95)"]))
+
+
+if __name__ == "__main__":
+    main()
