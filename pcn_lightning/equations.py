@@ -264,6 +264,40 @@ def weight_gradients(
     return grads, grad_readout
 
 
+# ------------------------------------------------ amortized (hybrid) inference
+# A bottom-up network guesses the settled latents from the data, so settling
+# starts near its end. V(l) (shape (d_{l+1}, d_l)) and g(l) predict upwards:
+#     xtilde(l+1) = g(l)(V(l) x(l))
+# trained on the settled latents x* by its own energy, local to two layers:
+#     E_amort = 1/2 sum_l ||x*(l+1) - g(l)(V(l) x*(l))||^2
+#     dE_amort/dV(l) = -(g(l)'(b(l)) * delta(l)).T @ x*(l),  b(l) = V(l) x*(l)
+
+
+def amortized_sweep(x: Tensor, amort: Sequence[Tensor], acts: Sequence[Activation]) -> list[Tensor]:
+    """The bottom-up guess [x(1), ..., x(L)] of the latents from the data x(0)."""
+    out, h = [], x
+    for V, g in zip(amort, acts):
+        h = g.f(h @ V.T)
+        out.append(h)
+    return out
+
+
+def amortization_gradients(xs: Sequence[Tensor], amort: Sequence[Tensor], acts: Sequence[Activation]) -> list[Tensor]:
+    """dE_amort/dV(l), each layer predicting the settled x*(l+1) from the settled x*(l)."""
+    grads = []
+    for l, (V, g) in enumerate(zip(amort, acts)):
+        b = xs[l] @ V.T
+        delta = xs[l + 1] - g.f(b)
+        k = delta if g.is_identity else g.df(b) * delta
+        grads.append((k.T @ xs[l]).neg_())
+    return grads
+
+
+def amortization_energy(xs: Sequence[Tensor], amort: Sequence[Tensor], acts: Sequence[Activation]) -> Tensor:
+    """E_amort, summed over the batch."""
+    return sum(0.5 * (xs[l + 1] - g.f(xs[l] @ V.T)).pow(2).sum() for l, (V, g) in enumerate(zip(amort, acts)))
+
+
 def relative_drop(trace_total: Tensor, fraction: float = 0.1) -> float:
     """Relative energy drop over the last `fraction` of a settle's steps.
 

@@ -81,6 +81,11 @@ class PCNModule(L.LightningModule):
             label: "readout" (settle from the image, read the top latent) or
             "energy" (for each class, clamp it, settle, and choose the class whose
             settled energy is lowest; C times the cost).
+        amortized: generative only: learn a bottom-up network V that guesses the
+            settled latents from the data (hybrid predictive coding), trained by
+            its own local rule on the settled latents; use latent_init="amortized"
+            to start every settle (training and evaluation) from its guess.
+        eta_amort: learning rate of the amortization weights.
         seed: seed of the latent initialization.
     """
 
@@ -109,6 +114,8 @@ class PCNModule(L.LightningModule):
         grad_clip_norm: Optional[float] = None,
         precisions: Optional[list[float]] = None,
         eval_mode: str = "readout",
+        amortized: bool = False,
+        eta_amort: float = 0.001,
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -120,7 +127,7 @@ class PCNModule(L.LightningModule):
                 f"dims[0]={dims[0]} but the data has {input_dim} inputs per sample; "
                 f"set --model.dims so that it starts with {input_dim}"
             )
-        self.net = PredictiveCodingNetwork(dims, output_dim, activations, direction)
+        self.net = PredictiveCodingNetwork(dims, output_dim, activations, direction, amortized)
         self.T_infer = _positive_int("T_infer", T_infer)
         self.eta_infer = _positive_float("eta_infer", eta_infer)
         self.T_infer_eval = _positive_int("T_infer_eval", T_infer_eval or T_infer)
@@ -148,6 +155,8 @@ class PCNModule(L.LightningModule):
             raise ConfigError(f"unknown lr_scheduler {lr_scheduler!r}; choose one of {list(SCHEDULERS)}")
         if latent_init not in LATENT_INITS:
             raise ConfigError(f"unknown latent_init {latent_init!r}; choose one of {list(LATENT_INITS)}")
+        if latent_init == "amortized" and not amortized:
+            raise ConfigError("latent_init='amortized' needs amortized=True")
         if latent_init == "feedforward" and self.net.generative:
             raise ConfigError(
                 "latent_init='feedforward' needs direction='discriminative': the "
@@ -181,10 +190,8 @@ class PCNModule(L.LightningModule):
     # ------------------------------------------------------------ optimizers
     def configure_optimizers(self):
         hp = self.hparams
-        groups = [
-            {"params": [p], "lr": lr}
-            for p, lr in zip(self.net.parameters_in_update_order(), self.etas)
-        ]
+        etas = self.etas + [_positive_float("eta_amort", hp.eta_amort)] * len(self.net.amort)
+        groups = [{"params": [p], "lr": lr} for p, lr in zip(self.net.parameters_in_update_order(), etas)]
         if hp.optimizer == "sgd":
             opt = torch.optim.SGD(groups, lr=self.etas[0], momentum=hp.momentum, weight_decay=hp.weight_decay)
         elif hp.optimizer == "adam":
@@ -291,7 +298,11 @@ class PCNModule(L.LightningModule):
                 grads, grad_readout = eq.weight_gradients(xs, errors)
                 if grad_readout is not None:
                     grads.append(grad_readout)
-                self._apply_gradients(self.net.chain_parameters(), grads, B)
+                params = self.net.chain_parameters()
+                if self.net.amortized:  # the bottom-up guess learns the settled latents
+                    grads += eq.amortization_gradients(xs, self.net.amort, self.net.amort_acts)
+                    params += list(self.net.amort)
+                self._apply_gradients(params, grads, B)
                 if self.hparams.grad_clip_norm is not None:
                     torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.hparams.grad_clip_norm)
                 opt.step()

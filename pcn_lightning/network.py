@@ -29,7 +29,7 @@ from pcn_lightning.errors import ConfigError
 Tensor = torch.Tensor
 
 DIRECTIONS = ("generative", "discriminative")
-LATENT_INITS = ("random", "zeros", "feedforward")
+LATENT_INITS = ("random", "zeros", "feedforward", "amortized")
 
 
 def resolve_activations(activations: Union[str, Sequence[str]], n_layers: int) -> list[str]:
@@ -55,6 +55,7 @@ class PredictiveCodingNetwork(nn.Module):
         output_dim: int,
         activations: Union[str, Sequence[str]] = "relu",
         direction: str = "generative",
+        amortized: bool = False,
     ) -> None:
         super().__init__()
         dims = [int(d) for d in dims]
@@ -78,6 +79,15 @@ class PredictiveCodingNetwork(nn.Module):
         ]
         self.weights = nn.ParameterList([nn.Parameter(torch.empty(s)) for s in shapes])
         self.readout = nn.Parameter(torch.empty(self.output_dim, dims[-1]))
+        # Amortized (hybrid) inference, generative only: bottom-up V(l) of shape
+        # (dims[l+1], dims[l]); g(l) is ReLU below the top and linear for the top.
+        if amortized and direction != "generative":
+            raise ConfigError("amortized=True needs direction='generative' (the discriminative sweep is already exact)")
+        self.amortized = amortized
+        self.amort = nn.ParameterList(
+            [nn.Parameter(torch.empty(dims[l + 1], dims[l])) for l in range(len(dims) - 1)] if amortized else []
+        )
+        self.amort_acts = [get_activation("relu")] * (len(dims) - 2) + [get_activation("linear")] if amortized else []
         self.reset_parameters()
 
     @property
@@ -93,10 +103,12 @@ class PredictiveCodingNetwork(nn.Module):
         for W in self.weights:
             nn.init.xavier_uniform_(W)
         nn.init.xavier_uniform_(self.readout)
+        for V in self.amort:
+            nn.init.xavier_uniform_(V)
 
     def parameters_in_update_order(self) -> list[nn.Parameter]:
-        """W(0), ..., W(L-1), R: the order of per-layer learning rates."""
-        return list(self.weights) + [self.readout]
+        """W(0), ..., W(L-1), R: the order of per-layer learning rates (then V, if amortized)."""
+        return list(self.weights) + [self.readout] + list(self.amort)
 
     # ----------------------------------------------------------------- chain view
     def chain(self) -> tuple[list[Tensor], list[Activation], Optional[Tensor]]:
@@ -170,7 +182,14 @@ class PredictiveCodingNetwork(nn.Module):
         required: at test the prediction is the sweep itself, see `predict`).
         """
         if self.generative:
-            latents = self.init_latents(x.shape[0], x.device, x.dtype, mode, std, generator)
+            if mode == "amortized":
+                if not self.amortized:
+                    raise ConfigError("latent_init='amortized' needs amortized=True")
+                from pcn_lightning.equations import amortized_sweep
+
+                latents = amortized_sweep(x, self.amort, self.amort_acts)
+            else:
+                latents = self.init_latents(x.shape[0], x.device, x.dtype, mode, std, generator)
             xs = [x] + latents
             return xs, [False] + [True] * len(latents)
         if y is None:

@@ -77,3 +77,32 @@ def test_class_samples_callback_writes_a_grid(tmp_path, fmnist_dir):
     assert "generation/samples" in ea.Tags()["images"]
     img = ea.Images("generation/samples")[0]
     assert img.width > 4 * 28 and img.height > 10 * 28
+
+
+def test_amortization_rule_is_its_energy_gradient():
+    torch.manual_seed(0)
+    m = PCNModule(dims=[12, 8, 5], output_dim=3, activations="tanh", amortized=True, latent_init="amortized").double()
+    xs = [torch.randn(6, d, dtype=torch.float64) for d in (12, 8, 5)]
+    mine = eq.amortization_gradients(xs, m.net.amort, m.net.amort_acts)
+    auto = torch.autograd.grad(eq.amortization_energy(xs, m.net.amort, m.net.amort_acts), list(m.net.amort))
+    for g, a in zip(mine, auto):
+        assert ((g - a).norm() / a.norm()).item() < 1e-10
+
+
+def test_amortized_model_trains_and_never_sees_the_label():
+    L.seed_everything(0)
+    m = PCNModule(dims=[20, 16, 4], output_dim=4, activations="tanh", amortized=True, latent_init="amortized",
+                  T_infer=10, eta_infer=0.1, eta_learn=0.01, eta_amort=0.01, optimizer="adam")
+    x = torch.rand(64, 20)
+    y = torch.randint(0, 4, (64,))
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=16)
+    before = [V.detach().clone() for V in m.net.amort]
+    trainer = L.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(m, loader)
+    assert all(not torch.equal(a, b) for a, b in zip(before, m.net.amort))
+    results = trainer.test(m, torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=16))
+    shuffled = trainer.test(m, torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y[torch.randperm(64)]), batch_size=16))
+    assert results[0]["test/energy"] == shuffled[0]["test/energy"]  # inference never saw the labels
+    logits, _ = m.eval_outputs(x[:16], 0)
+    assert torch.equal(logits, m.eval_outputs(x[:16], 0)[0])
