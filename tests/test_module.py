@@ -97,3 +97,24 @@ def test_twin_has_the_pcn_shapes(direction):
     assert [p.shape for p in pcn.parameters()] == [p.shape for p in twin.parameters()]
     assert sum(p.numel() for p in twin.parameters()) == 3_577_100
     assert twin(torch.randn(2, 3072)).shape == (2, 10)
+
+
+@pytest.mark.parametrize("direction,init", [("generative", "random"), ("discriminative", "feedforward")])
+def test_trainer_test_accuracy_equals_direct_computation(direction, init):
+    L.seed_everything(0)
+    m = PCNModule(dims=[12, 16, 8], output_dim=4, activations="tanh", direction=direction,
+                  latent_init=init, T_infer=20, eta_infer=0.1, eta_learn=0.01, optimizer="adam")
+    trainer = L.Trainer(max_epochs=3, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(m, random_loader())
+    test_loader = random_loader(n=48, seed=1)
+    metrics = trainer.test(m, test_loader, verbose=False)[0]
+    correct = total = 0
+    top3 = 0
+    for i, (x, y) in enumerate(test_loader):
+        logits, _ = m.eval_outputs(x, i)
+        correct += (logits.argmax(1) == y).sum().item()
+        top3 += (logits.topk(3, 1).indices == y[:, None]).any(1).sum().item()
+        total += len(y)
+    assert metrics["test/acc_top1"] == pytest.approx(correct / total, abs=1e-6)
+    assert metrics["test/acc_top3"] == pytest.approx(top3 / total, abs=1e-6)
