@@ -20,7 +20,7 @@ class RangeReport:
     high: float
 
     def message(self) -> str:
-        rng = f"[{self.low:g}, inf)" if self.activation == "relu" else f"({self.low:g}, {self.high:g})"
+        rng = f"[{self.low:g}, {self.high:g}]".replace("inf]", "inf)")
         return (
             f"{self.layer}: {self.share:.1%} of the clamped values lie outside {rng}, the range "
             f"that its predicting activation {self.activation!r} can produce, so their error can "

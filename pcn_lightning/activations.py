@@ -50,13 +50,12 @@ class Activation:
             torch.mul(self.df(a), eps, out=h)
 
     def share_out_of_range(self, values: Tensor) -> float:
-        """Share of `values` that f cannot produce (its open range is (low, high))."""
-        outside = torch.zeros_like(values, dtype=torch.bool)
-        if self.low > -math.inf:
-            outside |= values < self.low if self.name == "relu" else values <= self.low
-        if self.high < math.inf:
-            outside |= values >= self.high
-        return outside.float().mean().item()
+        """Share of `values` outside [low, high], which f cannot produce even in the limit.
+
+        The bounds themselves count as reachable (a sigmoid approaches 0 for very
+        negative inputs): only a hard gap, such as a ReLU asked for -0.4, is flagged.
+        """
+        return ((values < self.low) | (values > self.high)).float().mean().item()
 
 
 def _relu_df(a: Tensor) -> Tensor:

@@ -82,8 +82,9 @@ def test_prediction_range_sigmoid_and_tanh():
     m = module(activations=["sigmoid", "tanh"])
     from callbacks.prediction_range import range_reports
     x = torch.tensor([[0.0, 0.5, 1.0, 2.0]])
-    m.net.acts[0]  # sigmoid cannot produce 0 or 1 exactly, nor 2
-    assert range_reports(m, x, torch.tensor([0]))[0].share == 0.75
+    # sigmoid approaches 0 and 1 in the limit, but cannot produce 2
+    assert range_reports(m, x, torch.tensor([0]))[0].share == 0.25
+    assert range_reports(m, torch.tensor([[-0.1, 0.5, 1.1, 0.0]]), torch.tensor([0]))[0].share == 0.5
     m2 = module(activations=["tanh", "tanh"])
     assert range_reports(m2, torch.tensor([[-2.0, 0.0, 0.5, 0.9]]), torch.tensor([0]))[0].share == 0.25
 
