@@ -100,16 +100,22 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--runs", nargs="+", default=list(RUNS), choices=list(RUNS))
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "ACCURACY.md"))
+    ap.add_argument("--from_logs", nargs="+", default=None,
+                    help="build the table from the JSON lines earlier runs printed, without training")
     args = ap.parse_args()
     results = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for name in args.runs:
-            for seed in args.seeds:
-                res = run_one(name, seed, Path(tmp))
-                print(json.dumps(res), flush=True)
-                results.append(res)
+    if args.from_logs:
+        for f in args.from_logs:
+            results += [json.loads(l) for l in Path(f).read_text().splitlines() if l.startswith("{")]
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            for name in args.runs:
+                for seed in args.seeds:
+                    res = run_one(name, seed, Path(tmp))
+                    print(json.dumps(res), flush=True)
+                    results.append(res)
     rows = []
-    for name in args.runs:
+    for name in [n for n in RUNS if any(r["name"] == n for r in results)]:
         rs = [r for r in results if r["name"] == name]
         row = [RUNS[name][2], str(rs[0]["epochs"]), str(len(rs)), fmt([r["test_top1"] for r in rs]),
                fmt([r["test_top3"] for r in rs]), fmt([r["val_best"] for r in rs]),

@@ -51,7 +51,7 @@ def run_bare(args, dm) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--batches", type=int, default=100)
+    ap.add_argument("--batches", type=int, default=300)
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--T", type=int, default=20)
     ap.add_argument("--repeats", type=int, default=3)
