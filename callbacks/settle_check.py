@@ -14,26 +14,39 @@ from pcn_lightning.equations import relative_drop
 
 @dataclass
 class SettleReport:
-    rel_drop: float  # relative energy drop over the last `fraction` of the steps
+    rel_drop: float  # relative drop of the total energy over the last `fraction` of the steps
     settled: bool
     first: float  # energy per sample before inference
     last: float  # energy per sample after inference
     steps: int
+    worst_drop: float = 0.0  # the largest relative drop of any single layer
+    worst_layer: int = 0
 
-    def message(self, tol: float, T_infer: int, eta_infer: float) -> str:
+    def message(self, tol: float, T_infer: int, eta_infer: float, names=None) -> str:
+        layer = names[self.worst_layer] if names else f"term {self.worst_layer}"
         return (
-            f"inference has not settled: the energy still fell {self.rel_drop:.2%} over the last "
-            f"10% of the {self.steps} inference steps (tolerance {tol:.2%}; {self.first:.4g} -> "
-            f"{self.last:.4g} per sample). The weights are learning from an unfinished thought: "
-            f"raise T_infer (now {T_infer}) or eta_infer (now {eta_infer})."
+            f"inference has not settled: over the last 10% of the {self.steps} inference steps the "
+            f"energy of {layer} still fell {self.worst_drop:.2%} (the total {self.rel_drop:.2%}; "
+            f"tolerance {tol:.2%}; total {self.first:.4g} -> {self.last:.4g} per sample). The weights "
+            f"are learning from an unfinished thought: raise T_infer (now {T_infer}) or eta_infer "
+            f"(now {eta_infer})."
         )
 
 
 def settle_report(trace: torch.Tensor, tol: float, batch_size: int = 1, fraction: float = 0.1) -> SettleReport:
-    """Judge one settle from its per-layer energy trace of shape (steps + 1, n_terms)."""
-    total = trace.sum(1).double()
+    """Judge one settle from its per-layer energy trace of shape (steps + 1, n_terms).
+
+    Settled means every layer's energy (not only the total) fell by less than `tol`
+    over the last `fraction` of the steps: a large layer that plateaus early (the
+    3072-d input) must not hide the layers above it that are still descending.
+    """
+    t = trace.double()
+    total = t.sum(1)
     drop = relative_drop(total, fraction)
-    return SettleReport(drop, drop < tol, total[0].item() / batch_size, total[-1].item() / batch_size, total.numel() - 1)
+    drops = [relative_drop(t[:, i], fraction) for i in range(t.shape[1])]
+    worst = max(range(len(drops)), key=drops.__getitem__)
+    return SettleReport(drop, max(drops) < tol, total[0].item() / batch_size, total[-1].item() / batch_size,
+                        total.numel() - 1, drops[worst], worst)
 
 
 def settle_figure(trace: torch.Tensor, names: list[str], batch_size: int, title: str):
@@ -57,7 +70,8 @@ class SettleCheck(L.Callback):
     as in training) recording the energy at every inference step, and check that it
     has converged: the relative energy drop over the last 10 % of steps is below `tol`.
 
-    Logs (global rank zero): `settle/rel_drop`, `settle/settled` (1 or 0),
+    Logs (global rank zero): `settle/rel_drop` (total), `settle/rel_drop_worst_layer`,
+    `settle/settled` (1 or 0),
     `settle/energy_first`, `settle/energy_last`, `settle/energy_{layer}` and the figure
     `settle/energy_curve` (log scale, total and per layer). Warns when not settled.
     """
@@ -87,6 +101,7 @@ class SettleCheck(L.Callback):
         final = result.trace[-1] / B
         metrics = {
             "settle/rel_drop": report.rel_drop,
+            "settle/rel_drop_worst_layer": report.worst_drop,
             "settle/settled": float(report.settled),
             "settle/energy_first": report.first,
             "settle/energy_last": report.last,
@@ -97,4 +112,4 @@ class SettleCheck(L.Callback):
             result.trace, names, B, f"settle at step {step}: last-10% drop {report.rel_drop:.2%}"))
         if not report.settled and not (self.warn_once and self.warned):
             self.warned = True
-            warn(report.message(self.tol, pl_module.T_infer, pl_module.eta_infer))
+            warn(report.message(self.tol, pl_module.T_infer, pl_module.eta_infer, names))

@@ -124,3 +124,13 @@ def test_event_files_hold_the_panels(tmp_path):
                 "train/energy_step", "train/energy_layer0"]:
         assert tag in scalars, tag
     assert "weights/W0" in ea.Tags()["histograms"]
+
+
+def test_settle_report_sees_a_layer_hidden_by_a_dominant_one():
+    """The seed's deep setup on Fashion-MNIST: layer 0 plateaus at once and holds most
+    of the energy while the layers above are still descending."""
+    trace = torch.stack([torch.full((26,), 100.0), torch.linspace(10, 1, 26)], 1)
+    report = settle_report(trace, 0.01)
+    assert report.rel_drop < 0.01  # the total alone would look settled
+    assert not report.settled and report.worst_layer == 1
+    assert "layer1" in report.message(0.01, 25, 0.05, ["layer0", "layer1"])
