@@ -179,7 +179,7 @@ class PredictiveCodingNetwork(nn.Module):
         Generative: [x, x(1), ..., x(L)], x clamped. The label, if any, enters only
         through the readout term, never as a latent.
         Discriminative: [y, hidden L, ..., hidden 1, x] with x and y clamped (y is
-        required: at test the prediction is the sweep itself, see `predict`).
+        required: at test the prediction is the sweep itself, see `PCNModule.predict_logits`).
         """
         if self.generative:
             if mode == "amortized":
