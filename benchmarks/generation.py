@@ -33,12 +33,21 @@ def main() -> None:
     ap.add_argument("--per_class", type=int, default=100)
     ap.add_argument("--noise_std", type=float, default=0.5)
     ap.add_argument("--grid", default=None)
+    ap.add_argument("--prototypes", action="store_true",
+                    help="clamp the top to each class's mean settled top latent (5,000 training images)")
     args = ap.parse_args()
     gen = PCNModule.load_from_checkpoint(args.generator, map_location="cpu")
     clf = (BackpropTwin if args.twin else PCNModule).load_from_checkpoint(args.classifier, map_location="cpu")
     C = gen.net.output_dim
     labels = torch.arange(C).repeat_interleave(args.per_class)
-    x = gen.generate(labels, args.noise_std, torch.Generator().manual_seed(0)).clamp(0, 1)
+    protos = None
+    if args.prototypes:
+        from pcn_lightning.data import PCNDataModule
+        dm = PCNDataModule("fashion_mnist", batch_size=1000)
+        dm.setup("fit")
+        xt, yt = dm.train_set.tensors
+        protos = gen.class_prototypes(xt[:5000], yt[:5000])
+    x = gen.generate(labels, args.noise_std, torch.Generator().manual_seed(0), protos).clamp(0, 1)
     pred = clf.predict_logits(x).argmax(1)
     rows, hits = [], []
     for c in range(C):

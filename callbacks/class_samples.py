@@ -10,7 +10,7 @@ import lightning as L
 import torch
 from torchvision.utils import make_grid
 
-from callbacks._common import is_pcn, tensorboard
+from callbacks._common import ProbeBatch, is_pcn, tensorboard
 
 
 def to_images(x: torch.Tensor, datamodule) -> torch.Tensor:
@@ -28,13 +28,21 @@ def to_images(x: torch.Tensor, datamodule) -> torch.Tensor:
 class ClassSamples(L.Callback):
     """At every epoch end (global rank zero), generate `per_class` samples of every
     class with `PCNModule.generate` and log one grid (a row per class) as the image
-    `generation/samples`. Generative models only."""
+    `generation/samples`. The top latent of each class is its prototype: the mean
+    settled top latent of that class in a fixed probe batch of `probe_size`
+    training samples (the label is used here, as in training, never in
+    evaluation). Generative models only."""
 
-    def __init__(self, per_class: int = 8, noise_std: float = 0.5, classes: Optional[Sequence[int]] = None, seed: int = 0) -> None:
+    def __init__(self, per_class: int = 8, noise_std: float = 0.3, classes: Optional[Sequence[int]] = None,
+                 seed: int = 0, probe_size: int = 1024) -> None:
         self.per_class = per_class
         self.noise_std = noise_std
         self.classes = classes
         self.seed = seed
+        self.probe = ProbeBatch(probe_size)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.probe.capture(batch)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         if not trainer.is_global_zero or not is_pcn(pl_module) or not pl_module.net.generative:
@@ -44,6 +52,9 @@ class ClassSamples(L.Callback):
             return
         classes = torch.tensor(self.classes if self.classes is not None else range(pl_module.net.output_dim))
         labels = classes.repeat_interleave(self.per_class)
-        x = pl_module.generate(labels, self.noise_std, torch.Generator().manual_seed(self.seed))
+        protos = None
+        if self.probe.x is not None:
+            protos = pl_module.class_prototypes(self.probe.x.to(pl_module.device), self.probe.y.to(pl_module.device))
+        x = pl_module.generate(labels, self.noise_std, torch.Generator().manual_seed(self.seed), protos)
         grid = make_grid(to_images(x.cpu(), trainer.datamodule), nrow=self.per_class, padding=1, pad_value=1.0)
         writer.add_image("generation/samples", grid, global_step=trainer.global_step)

@@ -384,18 +384,42 @@ class PCNModule(L.LightningModule):
         return -E, E.min(1).values.mean()
 
     @torch.no_grad()
-    def generate(self, classes: Tensor, noise_std: float = 0.0, generator: Optional[torch.Generator] = None) -> Tensor:
+    def class_prototypes(self, x: Tensor, y: Tensor) -> Tensor:
+        """Mean settled top latent of each class, shape (C, d_L), from labelled data
+        settled as in training (the label clamped). Classes absent from y get the
+        least-norm top latent whose readout is that class."""
+        xs, _ = self.settle_batch(x.flatten(1), y, generator=torch.Generator().manual_seed(0))
+        top = self.net.top_latent(xs)
+        R = self.net.readout
+        protos = torch.eye(self.net.output_dim, dtype=R.dtype, device=R.device) @ torch.linalg.pinv(R).T
+        for c in range(self.net.output_dim):
+            if (y == c).any():
+                protos[c] = top[y == c].mean(0)
+        return protos
+
+    @torch.no_grad()
+    def generate(
+        self,
+        classes: Tensor,
+        noise_std: float = 0.0,
+        generator: Optional[torch.Generator] = None,
+        prototypes: Optional[Tensor] = None,
+    ) -> Tensor:
         """Generative model: the data (B, dims[0]) it predicts for the given classes.
 
-        The top latent is clamped to the least-norm x(L) whose readout is the class
+        The top latent is clamped to the class's prototype (from `class_prototypes`,
+        when given) or else to the least-norm x(L) whose readout is the class
         (R x(L) = one_hot(c)), plus optional Gaussian noise for variety; the
         predictions then run down to the pixels (every error zero).
         """
         if not self.net.generative:
             raise ConfigError("generate() needs direction='generative'")
         R = self.net.readout
-        Y = F.one_hot(classes.to(R.device), self.net.output_dim).to(R.dtype)
-        top = Y @ torch.linalg.pinv(R).T
+        if prototypes is not None:
+            top = prototypes.to(R.device)[classes.to(R.device)]
+        else:
+            Y = F.one_hot(classes.to(R.device), self.net.output_dim).to(R.dtype)
+            top = Y @ torch.linalg.pinv(R).T
         if noise_std > 0:
             top = top + noise_std * torch.randn(top.shape, generator=generator, dtype=top.dtype).to(top.device)
         weights, acts, _ = self.net.chain()

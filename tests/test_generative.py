@@ -106,3 +106,19 @@ def test_amortized_model_trains_and_never_sees_the_label():
     assert results[0]["test/energy"] == shuffled[0]["test/energy"]  # inference never saw the labels
     logits, _ = m.eval_outputs(x[:16], 0)
     assert torch.equal(logits, m.eval_outputs(x[:16], 0)[0])
+
+
+def test_generate_from_class_prototypes():
+    torch.manual_seed(0)
+    m = model()
+    x = torch.rand(40, 784)
+    y = torch.arange(10).repeat(4)
+    protos = m.class_prototypes(x, y)
+    assert protos.shape == (10, 10)
+    a = m.generate(torch.tensor([2, 2, 5]), prototypes=protos)
+    weights, acts, _ = m.net.chain()
+    expected = eq.top_down_sweep(protos[[2, 2, 5]], weights, acts)[0]
+    assert torch.allclose(a, expected)
+    # a class missing from the labelled batch falls back to the readout's least-norm latent
+    p2 = m.class_prototypes(x[y != 7], y[y != 7])
+    assert torch.allclose(p2[7], (torch.eye(10) @ torch.linalg.pinv(m.net.readout).T)[7])
