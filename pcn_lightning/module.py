@@ -274,6 +274,8 @@ class PCNModule(L.LightningModule):
         with torch.no_grad():
             if not self.net.generative:
                 return self.net.feedforward(x)[-1]
+            if self.hparams.eval_mode == "energy":  # the same rule as evaluation
+                return self.classify_by_energy(x, generator)[0]
             xs, _ = self.settle_batch(
                 x, None, self.T_infer_eval, self.eta_infer_eval, generator=generator
             )
