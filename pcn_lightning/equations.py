@@ -210,6 +210,40 @@ def inference_step(
             x.addmm_(errors.eps_y, readout, alpha=eta_infer * errors.pi_y)
 
 
+def settle_step(
+    xs: Sequence[Tensor],
+    weights: Sequence[Tensor],
+    acts: Sequence[Activation],
+    free: Sequence[bool],
+    eta_infer: float,
+    errors: PredictionErrors,
+    readout: Optional[Tensor] = None,
+    y: Optional[Tensor] = None,
+    precisions: Optional[Sequence[float]] = None,
+    precision_y: float = 1.0,
+) -> tuple[list[Tensor], PredictionErrors]:
+    """One iteration of `settle` written functionally: the new latents
+    x(l) - eta_infer * dE/dx(l) and their errors, with no in-place writes.
+
+    The same arithmetic as `inference_step` followed by `prediction_errors`; this
+    form is what `torch.compile` fuses (see `compiled_settle_step`).
+    """
+    grads = latent_gradients(xs, weights, errors, free, readout)
+    new = [x if g is None else x - eta_infer * g for x, g in zip(xs, grads)]
+    return new, prediction_errors(new, weights, acts, readout, y, precisions=precisions, precision_y=precision_y)
+
+
+_COMPILED_STEP = None
+
+
+def compiled_settle_step():
+    """`settle_step` compiled once per process with torch.compile (inductor)."""
+    global _COMPILED_STEP
+    if _COMPILED_STEP is None:
+        _COMPILED_STEP = torch.compile(settle_step, dynamic=False)
+    return _COMPILED_STEP
+
+
 def settle(
     xs: list[Tensor],
     weights: Sequence[Tensor],
@@ -224,6 +258,7 @@ def settle(
     check_every: Optional[int] = None,
     precisions: Optional[Sequence[float]] = None,
     precision_y: float = 1.0,
+    compiled: bool = False,
 ) -> SettleResult:
     """Run up to T_infer inference steps on the free latents (in place).
 
@@ -232,18 +267,24 @@ def settle(
     forward pass. With `record`, the per-layer energy at every step is kept on the
     device (no host sync). With `tol`, inference stops once the relative energy drop
     over the last `check_every` steps is below `tol` (that check syncs with the host).
+    With `compiled`, each step is `compiled_settle_step()` (torch.compile): the same
+    arithmetic, fused by the compiler, into fresh tensors rather than buffers.
     """
     supervised = readout is not None and y is not None
-    buffers = error_buffers(xs, acts, supervised, y.shape[1] if supervised else 0, precisions)
     pis = dict(precisions=precisions, precision_y=precision_y)
+    buffers = None if compiled else error_buffers(xs, acts, supervised, y.shape[1] if supervised else 0, precisions)
     errors = prediction_errors(xs, weights, acts, readout, y, out=buffers, **pis)
     trace = [layer_energies(errors)] if record else None
     every = check_every or max(1, T_infer // 10)
     last_checked = energy(errors).item() if tol is not None else None
+    step = compiled_settle_step() if compiled else None
     steps = 0
     for t in range(T_infer):
-        inference_step(xs, weights, errors, free, eta_infer, readout)
-        errors = prediction_errors(xs, weights, acts, readout, y, out=buffers, **pis)
+        if compiled:
+            xs[:], errors = step(xs, weights, acts, free, eta_infer, errors, readout, y, **pis)
+        else:
+            inference_step(xs, weights, errors, free, eta_infer, readout)
+            errors = prediction_errors(xs, weights, acts, readout, y, out=buffers, **pis)
         steps = t + 1
         if record:
             trace.append(layer_energies(errors))
@@ -262,6 +303,39 @@ def weight_gradients(
     grads = [(h.T @ xs[l + 1]).neg_() for l, h in enumerate(errors.h)]
     grad_readout = (errors.eps_y.T @ xs[-1]).mul_(-errors.pi_y) if errors.eps_y is not None else None
     return grads, grad_readout
+
+
+def readout_gradient(x_top: Tensor, readout: Tensor, y: Tensor, precision_y: float = 1.0) -> Tensor:
+    """dE_y/dR = -pi_y (y - x(L) @ R.T).T @ x(L) for a given top latent x(L).
+
+    The readout's delta rule on any state, for instance the label-free settled one
+    that evaluation reads: E_y = pi_y/2 ||y - x(L) @ R.T||^2 with x(L) held fixed.
+    """
+    eps_y = y - x_top @ readout.T
+    return (eps_y.T @ x_top).mul_(-precision_y)
+
+
+# ----------------------------------------------------------- learned precision
+# With a precision pi(l) per energy term learned too, the energy needs the
+# Gaussian normalizer, or pi -> 0 would be free: the free energy is
+#     F = sum_l [ pi(l)/2 ||eps(l)||^2 - n(l)/2 log pi(l) ]
+# (n(l) = number of entries of eps(l), batch included). The latent and weight
+# rules are unchanged (the log term holds no x or W). Learning log pi(l):
+#     dF/d log pi(l) = pi(l)/2 ||eps(l)||^2 - n(l)/2
+# zero at pi(l) = n(l) / ||eps(l)||^2: the inverse mean squared error of the term.
+
+
+def precision_free_energy(errors: PredictionErrors, log_precisions: Tensor) -> Tensor:
+    """F for the given log-precisions (one per energy term, in `layer_energies` order)."""
+    eps = list(errors.eps) + ([errors.eps_y] if errors.eps_y is not None else [])
+    return sum(0.5 * lp.exp() * e.pow(2).sum() - 0.5 * e.numel() * lp for lp, e in zip(log_precisions, eps))
+
+
+def precision_gradients(errors: PredictionErrors) -> Tensor:
+    """dF/d log pi for every energy term (the readout term last, if any)."""
+    eps = list(errors.eps) + ([errors.eps_y] if errors.eps_y is not None else [])
+    counts = torch.tensor([e.numel() for e in eps], dtype=eps[0].dtype, device=eps[0].device)
+    return layer_energies(errors) - 0.5 * counts
 
 
 # ------------------------------------------------ amortized (hybrid) inference

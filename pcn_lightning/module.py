@@ -86,6 +86,21 @@ class PCNModule(L.LightningModule):
             its own local rule on the settled latents; use latent_init="amortized"
             to start every settle (training and evaluation) from its guess.
         eta_amort: learning rate of the amortization weights.
+        readout_learning: generative only: which state the readout R learns from.
+            "clamped" (the seed's): the state settled with the label clamped.
+            "label_free": a second settle of the same batch without the label,
+            exactly as evaluation settles (T_infer_eval, eta_infer_eval), so R
+            learns to read the top latents it will see at test; its rule is the
+            same local delta rule. W (and V) still learn from the clamped state.
+            Costs one more settle per training step.
+        learn_precision: learn the precisions too (starting from `precisions`, or
+            1), each by its own local rule on the free energy F = E - sum n/2 log pi:
+            log pi(l) descends pi(l)/2 ||eps(l)||^2 - n(l)/2 (per sample), so pi(l)
+            tracks the inverse mean squared error of its term.
+        eta_precision: learning rate of the log-precisions.
+        compile_settle: run each inference step through `torch.compile` (inductor):
+            the same arithmetic, fused; the first batches pay the compilation.
+            See benchmarks/RESULTS.md for when it pays off.
         seed: seed of the latent initialization.
     """
 
@@ -116,6 +131,10 @@ class PCNModule(L.LightningModule):
         eval_mode: str = "readout",
         amortized: bool = False,
         eta_amort: float = 0.001,
+        readout_learning: str = "clamped",
+        learn_precision: bool = False,
+        eta_precision: float = 0.01,
+        compile_settle: bool = False,
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -149,6 +168,10 @@ class PCNModule(L.LightningModule):
                 )
             precisions = [_positive_float("precisions", p) for p in precisions]
         self.precisions = precisions
+        if learn_precision:
+            _positive_float("eta_precision", eta_precision)
+            start = torch.tensor(precisions or [1.0] * n_groups, dtype=torch.float32)
+            self.log_precision = torch.nn.Parameter(start.log())
         if optimizer not in OPTIMIZERS:
             raise ConfigError(f"unknown optimizer {optimizer!r}; choose one of {list(OPTIMIZERS)}")
         if lr_scheduler not in SCHEDULERS:
@@ -166,6 +189,13 @@ class PCNModule(L.LightningModule):
             raise ConfigError(f"unknown eval_mode {eval_mode!r}; choose 'readout' or 'energy'")
         if eval_mode == "energy" and not self.net.generative:
             raise ConfigError("eval_mode='energy' needs direction='generative'")
+        if readout_learning not in ("clamped", "label_free"):
+            raise ConfigError(f"unknown readout_learning {readout_learning!r}; choose 'clamped' or 'label_free'")
+        if readout_learning == "label_free" and not self.net.generative:
+            raise ConfigError(
+                "readout_learning='label_free' needs direction='generative' (the discriminative "
+                "readout already learns from the exact label-free state, the feedforward sweep)"
+            )
         if settle_tol is not None:
             _positive_float("settle_tol", settle_tol)
         _positive_float("divergence_factor", divergence_factor)
@@ -192,6 +222,8 @@ class PCNModule(L.LightningModule):
         hp = self.hparams
         etas = self.etas + [_positive_float("eta_amort", hp.eta_amort)] * len(self.net.amort)
         groups = [{"params": [p], "lr": lr} for p, lr in zip(self.net.parameters_in_update_order(), etas)]
+        if hp.learn_precision:
+            groups.append({"params": [self.log_precision], "lr": _positive_float("eta_precision", hp.eta_precision)})
         if hp.optimizer == "sgd":
             opt = torch.optim.SGD(groups, lr=self.etas[0], momentum=hp.momentum, weight_decay=hp.weight_decay)
         elif hp.optimizer == "adam":
@@ -219,14 +251,27 @@ class PCNModule(L.LightningModule):
         self._reference_energy = checkpoint.get("pcn_reference_energy")
 
     # ---------------------------------------------------------------- helpers
+    def group_precisions(self) -> Optional[list[float]]:
+        """The precision of each energy term in the order of eta_learn (None: all 1)."""
+        if self.hparams.learn_precision:
+            return self.log_precision.detach().exp().tolist()
+        return self.precisions
+
     def chain_precisions(self) -> dict:
         """Precisions in the chain's order, as keyword arguments for the equations."""
-        if self.precisions is None:
+        pis = self.group_precisions()
+        if pis is None:
             return {"precisions": None, "precision_y": 1.0}
         n = self.net.n_layers
         if self.net.generative:
-            return {"precisions": self.precisions[:n], "precision_y": self.precisions[n]}
-        return {"precisions": [self.precisions[n]] + self.precisions[:n][::-1], "precision_y": 1.0}
+            return {"precisions": pis[:n], "precision_y": pis[n]}
+        return {"precisions": [pis[n]] + pis[:n][::-1], "precision_y": 1.0}
+
+    def _chain_to_groups(self, values: Tensor) -> Tensor:
+        """Per-term values from the chain's order (`layer_energies`) to eta_learn's."""
+        if self.net.generative:
+            return values
+        return torch.cat([values[1:].flip(0), values[:1]])
 
     def _generator(self, *keys: int) -> torch.Generator:
         """A CPU generator seeded from the module seed and the given keys."""
@@ -265,7 +310,7 @@ class PCNModule(L.LightningModule):
                 xs, weights, acts, free,
                 T_infer or self.T_infer, eta_infer or self.eta_infer,
                 readout=readout, y=Y if self.net.generative else None,
-                record=record, tol=tol, **self.chain_precisions(),
+                record=record, tol=tol, compiled=self.hparams.compile_settle, **self.chain_precisions(),
             )
         return xs, result
 
@@ -292,18 +337,30 @@ class PCNModule(L.LightningModule):
         weights, acts, readout = self.net.chain()
         Y = F.one_hot(y, self.net.output_dim).to(x.dtype) if self.net.generative else None
         errors = result.errors
+        x_top_free = None
+        if self.hparams.readout_learning == "label_free":  # the state evaluation will read
+            xs_free, _ = self.settle_batch(
+                x, None, self.T_infer_eval, self.eta_infer_eval, generator=self._generator(self.global_step, self.global_rank, 1)
+            )
+            x_top_free = xs_free[-1]
         opt = self.optimizers()
         with torch.no_grad():
             for k in range(self.t_learn):
                 if k > 0:  # the weights moved: the frozen latents' errors must be recomputed
                     errors = eq.prediction_errors(xs, weights, acts, readout, Y, **self.chain_precisions())
                 grads, grad_readout = eq.weight_gradients(xs, errors)
+                if x_top_free is not None:
+                    pi_y = self.chain_precisions()["precision_y"]
+                    grad_readout = eq.readout_gradient(x_top_free, readout, Y, pi_y)
                 if grad_readout is not None:
                     grads.append(grad_readout)
                 params = self.net.chain_parameters()
                 if self.net.amortized:  # the bottom-up guess learns the settled latents
                     grads += eq.amortization_gradients(xs, self.net.amort, self.net.amort_acts)
                     params += list(self.net.amort)
+                if self.hparams.learn_precision:  # each precision tracks its term's error
+                    grads.append(self._chain_to_groups(eq.precision_gradients(errors)))
+                    params.append(self.log_precision)
                 self._apply_gradients(params, grads, B)
                 if self.hparams.grad_clip_norm is not None:
                     torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.hparams.grad_clip_norm)
@@ -311,6 +368,10 @@ class PCNModule(L.LightningModule):
         self.last_layer_energies = per_layer.detach()
         self.last_settle_steps = result.steps
         self._log_energies("train", per_layer)
+        if self.hparams.learn_precision:
+            names = self.layer_names()
+            for name, pi in zip(self._chain_to_groups(torch.arange(len(names))).tolist(), self.log_precision.detach().exp()):
+                self.log(f"precision/{names[name]}", pi, on_step=False, on_epoch=True)
         if self.hparams.settle_tol is not None:
             self.log("train/settle_steps", float(result.steps), on_step=True, on_epoch=True)
 

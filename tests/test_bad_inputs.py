@@ -39,6 +39,7 @@ CASES = [
     ("gradient_clip", ["--trainer.gradient_clip_val", "1.0"], "grad_clip_norm"),
     ("checkpoint_missing", ["--ckpt_path", "{missing}/x.ckpt"], "no such file"),
     ("checkpoint_other_architecture", ["--ckpt_path", "{other_ckpt}"], "another architecture"),
+    ("unknown_readout_learning", ["--model.init_args.readout_learning", "free"], "unknown readout_learning 'free'"),
     ("unknown_option", ["--model.init_args.T_inference", "5"], "T_inference"),
 ]
 

@@ -1,6 +1,7 @@
 """The generative model: generation, classification by energy, no label in evaluation."""
 
 import lightning as L
+import pytest
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -122,3 +123,91 @@ def test_generate_from_class_prototypes():
     # a class missing from the labelled batch falls back to the readout's least-norm latent
     p2 = m.class_prototypes(x[y != 7], y[y != 7])
     assert torch.allclose(p2[7], (torch.eye(10) @ torch.linalg.pinv(m.net.readout).T)[7])
+
+
+def test_readout_rule_is_its_energy_gradient():
+    torch.manual_seed(0)
+    x_top = torch.randn(7, 5, dtype=torch.float64)
+    R = torch.randn(3, 5, dtype=torch.float64, requires_grad=True)
+    y = torch.nn.functional.one_hot(torch.randint(0, 3, (7,)), 3).double()
+    E = 0.5 * 0.3 * (y - x_top @ R.T).pow(2).sum()
+    (auto,) = torch.autograd.grad(E, [R])
+    mine = eq.readout_gradient(x_top, R.detach(), y, precision_y=0.3)
+    assert ((mine - auto).norm() / auto.norm()).item() < 1e-12
+
+
+def _one_sgd_step(readout_learning):
+    torch.manual_seed(0)
+    m = PCNModule(dims=[20, 16, 6], output_dim=4, activations="tanh", amortized=True, latent_init="amortized",
+                  T_infer=8, eta_infer=0.1, T_infer_eval=5, eta_infer_eval=0.05, eta_learn=0.5, eta_amort=0.5,
+                  optimizer="sgd", readout_learning=readout_learning)
+    x = torch.rand(32, 20)
+    y = torch.randint(0, 4, (32,))
+    start = {k: v.detach().clone() for k, v in m.net.state_dict().items()}
+    trainer = L.Trainer(max_steps=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(m, torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=32))
+    return m, start, x, y
+
+
+def test_label_free_readout_learns_from_the_state_evaluation_reads():
+    m, start, x, y = _one_sgd_step("label_free")
+    ref, _, _, _ = _one_sgd_step("clamped")
+    # W and V learn from the clamped state exactly as before; only R differs
+    for (k, a), b in zip(m.net.state_dict().items(), ref.net.state_dict().values()):
+        assert torch.equal(a, b) == (k != "readout"), k
+    # R moved by the delta rule on the top latent of a label-free settle from the
+    # same starting weights, with evaluation's T and eta
+    fresh = PCNModule(**{k: v for k, v in m.hparams.items()})
+    fresh.net.load_state_dict(start)
+    xs, _ = fresh.settle_batch(x, None, T_infer=5, eta_infer=0.05)
+    Y = torch.nn.functional.one_hot(y, 4).float()
+    expected = start["readout"] - 0.5 * eq.readout_gradient(xs[-1], start["readout"], Y) / 32
+    assert torch.allclose(m.net.readout, expected, atol=1e-6)
+    # evaluation reads exactly that kind of state: logits of the trained model
+    xs_eval, _ = m.settle_batch(x, None, T_infer=5, eta_infer=0.05)
+    assert torch.allclose(m.eval_outputs(x, 0)[0], xs_eval[-1] @ m.net.readout.T)
+
+
+def test_precision_rule_is_its_free_energy_gradient():
+    torch.manual_seed(0)
+    m = PCNModule(dims=[12, 8, 5], output_dim=3, activations="tanh").double()
+    xs = [torch.randn(6, d, dtype=torch.float64) for d in (12, 8, 5)]
+    Y = torch.nn.functional.one_hot(torch.randint(0, 3, (6,)), 3).double()
+    log_pi = torch.tensor([0.3, -0.5, 1.2], dtype=torch.float64, requires_grad=True)
+    weights, acts, readout = m.net.chain()
+    with torch.no_grad():
+        pis = log_pi.exp().tolist()
+        errors = eq.prediction_errors(xs, weights, acts, readout, Y, precisions=pis[:2], precision_y=pis[2])
+    (auto,) = torch.autograd.grad(eq.precision_free_energy(errors, log_pi), [log_pi])
+    mine = eq.precision_gradients(errors)
+    assert ((mine - auto).norm() / auto.norm()).item() < 1e-12
+    # its fixed point is the inverse mean squared error of each term
+    eps = errors.eps + [errors.eps_y]
+    at_optimum = [e.numel() / e.pow(2).sum().item() for e in eps]
+    errors.pi, errors.pi_y = at_optimum[:2], at_optimum[2]
+    assert eq.precision_gradients(errors).abs().max().item() < 1e-9
+
+
+def test_learned_precision_fixed_point_and_its_runaway():
+    """Training only the precisions (weight rates tiny): the input term, which no
+    latent can explain away, settles at its inverse mean squared error; a free
+    layer's precision keeps growing, because settling shrinks that layer's error as
+    its precision grows (F is unbounded below there: the documented failure)."""
+    L.seed_everything(0)
+    m = PCNModule(dims=[20, 16, 4], output_dim=3, activations="tanh", T_infer=5,
+                  eta_learn=1e-9, optimizer="sgd", learn_precision=True, eta_precision=0.05)
+    x = torch.randn(64, 20)
+    y = torch.randint(0, 3, (64,))
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=64)
+    history = []
+    for epochs in (75, 150):
+        trainer = L.Trainer(max_epochs=epochs, accelerator="cpu", logger=False, enable_checkpointing=False,
+                            enable_progress_bar=False, enable_model_summary=False)
+        trainer.fit(m, loader, ckpt_path=None)
+        history.append(m.log_precision.detach().exp().clone())
+    xs, res = m.settle_batch(x, y, generator=m._generator(0, 0))
+    inverse_mse = [e.numel() / e.pow(2).sum().item() for e in res.errors.eps]
+    pi_input, pi_hidden, _ = history[-1].tolist()
+    assert abs(pi_input / inverse_mse[0] - 1) < 0.05
+    assert pi_hidden > history[0][1].item() > 2.0  # still climbing
