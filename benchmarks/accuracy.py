@@ -26,6 +26,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 REPO = Path(__file__).resolve().parents[1]
+NOTES = "<!-- notes: kept when the table is regenerated -->"
 
 RUNS = {
     # name: (config, extra args, description)
@@ -137,7 +138,10 @@ def main() -> None:
             f"({time.strftime('%Y-%m-%d')}). Test split (10,000 images), no label in inference; "
             "checkpoint chosen by validation accuracy (5,000 images carved from the training set).\n\n"
             f"{table}\n\nRaw results:\n\n```\n" + "\n".join(json.dumps(r) for r in results) + "\n```\n")
-    Path(args.out).write_text(text)
+    out = Path(args.out)
+    if out.exists() and NOTES in out.read_text():  # hand-written notes below the marker survive
+        text += "\n" + NOTES + out.read_text().split(NOTES, 1)[1]
+    out.write_text(text)
     print(table)
 
 

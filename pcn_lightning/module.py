@@ -206,6 +206,7 @@ class PCNModule(L.LightningModule):
         # (per sample) and the norm of each parameter's update.
         self.last_layer_energies: Optional[Tensor] = None
         self.last_settle_steps: int = 0
+        self._epoch_energy: Optional[Tensor] = None  # sums over the epoch, logged at its end
         self._make_metrics()
 
     def _make_metrics(self) -> None:
@@ -240,6 +241,7 @@ class PCNModule(L.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
 
     def on_train_epoch_end(self) -> None:
+        self._log_train_epoch()
         sched = self.lr_schedulers()
         if sched is not None:
             sched.step()
@@ -367,13 +369,7 @@ class PCNModule(L.LightningModule):
                 opt.step()
         self.last_layer_energies = per_layer.detach()
         self.last_settle_steps = result.steps
-        self._log_energies("train", per_layer)
-        if self.hparams.learn_precision:
-            names = self.layer_names()
-            for name, pi in zip(self._chain_to_groups(torch.arange(len(names))).tolist(), self.log_precision.detach().exp()):
-                self.log(f"precision/{names[name]}", pi, on_step=False, on_epoch=True)
-        if self.hparams.settle_tol is not None:
-            self.log("train/settle_steps", float(result.steps), on_step=True, on_epoch=True)
+        self._accumulate_train_logs(per_layer.detach(), result.steps)
 
     def _apply_gradients(self, params: Sequence[torch.nn.Parameter], grads: Sequence[Tensor], B: int) -> None:
         """p.grad = dE/dW / B, averaged over DDP ranks in one flat all-reduce."""
@@ -424,10 +420,36 @@ class PCNModule(L.LightningModule):
         # hidden layer n + 1 - k (layer j is the j-th above the input)
         return ["readout"] + [f"layer{n + 1 - k}" for k in range(1, n + 1)]
 
-    def _log_energies(self, stage: str, per_layer: Tensor) -> None:
-        self.log(f"{stage}/energy", per_layer.sum(), prog_bar=True, on_step=stage == "train", on_epoch=True, sync_dist=stage != "train")
-        for name, v in zip(self.layer_names(), per_layer):
-            self.log(f"{stage}/energy_{name}", v, on_step=False, on_epoch=True, sync_dist=stage != "train")
+    def _accumulate_train_logs(self, per_layer: Tensor, steps: int) -> None:
+        """Sum the epoch's energies on the device; call self.log only on the steps
+        Lightning writes (every log_every_n_steps): each self.log call costs about
+        a millisecond of Python, a few percent of a small model's step."""
+        if self._epoch_energy is None:
+            self._epoch_energy, self._epoch_batches, self._epoch_settle_steps = torch.zeros_like(per_layer), 0, 0
+        self._epoch_energy += per_layer
+        self._epoch_batches += 1
+        self._epoch_settle_steps += steps
+        if self._trainer is not None and self.trainer._logger_connector.should_update_logs:
+            self.log("train/energy_step", per_layer.sum(), prog_bar=True, on_step=True, on_epoch=False)
+            if self.hparams.settle_tol is not None:
+                self.log("train/settle_steps_step", float(steps), on_step=True, on_epoch=False)
+
+    def _log_train_epoch(self) -> None:
+        """The epoch means of the training energies (per sample), settle steps, precisions."""
+        if self._epoch_energy is None:
+            return
+        mean = self._epoch_energy / self._epoch_batches
+        self.log("train/energy_epoch", mean.sum(), on_step=False, on_epoch=True, sync_dist=True)
+        for name, v in zip(self.layer_names(), mean):
+            self.log(f"train/energy_{name}", v, on_step=False, on_epoch=True, sync_dist=True)
+        if self.hparams.settle_tol is not None:
+            steps = self._epoch_settle_steps / self._epoch_batches
+            self.log("train/settle_steps_epoch", steps, on_step=False, on_epoch=True, sync_dist=True)
+        if self.hparams.learn_precision:
+            names = self.layer_names()
+            for c, pi in zip(self._chain_to_groups(torch.arange(len(names))).tolist(), self.log_precision.detach().exp()):
+                self.log(f"precision/{names[c]}", pi, on_step=False, on_epoch=True)
+        self._epoch_energy = None
 
     # ------------------------------------------------------------ evaluation
     def classify_by_energy(self, x: Tensor, generator: Optional[torch.Generator] = None) -> tuple[Tensor, Tensor]:
