@@ -41,3 +41,15 @@ def table(rows: list[list[str]], header: list[str]) -> str:
     widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
     line = lambda r: "| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths)) + " |"
     return "\n".join([line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|"] + [line(r) for r in rows])
+
+
+def training_step_flops(chain_shapes: list[tuple[int, int]], free: list[bool], B: int, T: int) -> int:
+    """Flops of the products a training step needs: per chain weight W(l) (d_l x d_l+1),
+    the prediction x(l+1) @ W(l).T in each of the T+1 error sweeps (once when x(l+1)
+    is clamped: it cannot change), h(l) @ W(l) in each of the T steps when x(l+1) is
+    free, and the Hebbian h(l).T @ x(l+1) once."""
+    macs = 0
+    for l, (a, b) in enumerate(chain_shapes):
+        n = a * b
+        macs += n * ((T + 1) if free[l + 1] else 1) + (n * T if free[l + 1] else 0) + n
+    return 2 * B * macs

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks._timing import interleaved, table
+from benchmarks._timing import interleaved, table, training_step_flops
 from pcn_lightning import PCNModule
 from pcn_lightning import equations as eq
 from pcn_lightning.data import PCNDataModule
@@ -93,8 +93,9 @@ def main() -> None:
     steps["compiled"]()
     compile_s = time.perf_counter() - t0
     t = interleaved(steps, repeats=args.steps, warmup=3)
-    dims = args.dims + [10]
-    flops = B * sum(a * b for a, b in zip(dims[:-1], dims[1:])) * (4 * args.T + 2)
+    weights, _, _ = m.net.chain()
+    _, free = m.net.initial_state(x[:2], torch.nn.functional.one_hot(y[:2], 10).float(), "zeros")
+    flops = training_step_flops([tuple(W.shape) for W in weights], free, B, args.T)
     gflops = lambda s: f"{flops / s / 1e9:.0f}"
     pcx_s = pcx["step_median_s"]
     rows = [["pcn-lightning (torch, eager)", f"{t['eager'] * 1e3:.1f}", gflops(t["eager"]), f"{t['eager'] / pcx_s:.2f}"],

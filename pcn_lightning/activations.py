@@ -42,9 +42,10 @@ class Activation:
             if h.data_ptr() != eps.data_ptr():
                 h.copy_(eps)
         elif self.name == "relu":
-            torch.clamp_min(a, 0.0, out=h)  # h holds f(a) for a moment
+            torch.clamp_min(a, 0.0, out=h)  # h holds f(a) for a moment,
             torch.sub(x, h, out=eps)
-            torch.mul(eps, a > 0, out=h)
+            torch.sign(h, out=h)  # then f'(a) = 1 where a > 0, else 0 (no mask tensor:
+            h.mul_(eps)  # a bool mask and its float copy cost 3x as much)
         else:
             torch.sub(x, self.f(a), out=eps)
             torch.mul(self.df(a), eps, out=h)

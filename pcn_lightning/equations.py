@@ -79,16 +79,22 @@ def prediction_errors(
     out: Optional[PredictionErrors] = None,
     precisions: Optional[Sequence[float]] = None,
     precision_y: float = 1.0,
+    keep_preacts: Optional[Sequence[bool]] = None,
 ) -> PredictionErrors:
     """a(l), eps(l), h(l) for every layer, and eps_y when a readout and label are given.
 
     With `out` (from `error_buffers`), the results are written into its tensors
-    instead of new ones: the settle loop allocates nothing per step.
+    instead of new ones: the settle loop allocates nothing per step. With
+    `keep_preacts[l]` true, a(l) already in `out` is reused: within a settle the
+    weights are fixed, so the prediction from a clamped layer x(l+1) never changes.
     """
     pi = list(precisions) if precisions is not None else None
     if out is not None:
         for l, (W, f) in enumerate(zip(weights, acts)):
-            a = torch.matmul(xs[l + 1], W.T, out=out.preacts[l])
+            if keep_preacts is not None and keep_preacts[l]:
+                a = out.preacts[l]
+            else:
+                a = torch.matmul(xs[l + 1], W.T, out=out.preacts[l])
             f.errors_into(a, xs[l], out.eps[l], out.h[l])
             if pi is not None and pi[l] != 1.0:
                 out.h[l].mul_(pi[l])
@@ -262,6 +268,8 @@ def settle(
 ) -> SettleResult:
     """Run up to T_infer inference steps on the free latents (in place).
 
+    A prediction made by a clamped layer (the data at the top of the discriminative
+    chain) cannot change during a settle: its product is computed once, not T+1 times.
     The errors are computed T+1 times: before every step and once after the last,
     so the returned errors belong to the final latents and learning needs no extra
     forward pass. With `record`, the per-layer energy at every step is kept on the
@@ -278,13 +286,14 @@ def settle(
     every = check_every or max(1, T_infer // 10)
     last_checked = energy(errors).item() if tol is not None else None
     step = compiled_settle_step() if compiled else None
+    clamped_above = [not free[l + 1] for l in range(len(weights))]  # a(l) is fixed: computed once
     steps = 0
     for t in range(T_infer):
         if compiled:
             xs[:], errors = step(xs, weights, acts, free, eta_infer, errors, readout, y, **pis)
         else:
             inference_step(xs, weights, errors, free, eta_infer, readout)
-            errors = prediction_errors(xs, weights, acts, readout, y, out=buffers, **pis)
+            errors = prediction_errors(xs, weights, acts, readout, y, out=buffers, keep_preacts=clamped_above, **pis)
         steps = t + 1
         if record:
             trace.append(layer_energies(errors))

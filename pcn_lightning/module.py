@@ -227,10 +227,12 @@ class PCNModule(L.LightningModule):
             groups.append({"params": [self.log_precision], "lr": _positive_float("eta_precision", hp.eta_precision)})
         if hp.optimizer == "sgd":
             opt = torch.optim.SGD(groups, lr=self.etas[0], momentum=hp.momentum, weight_decay=hp.weight_decay)
-        elif hp.optimizer == "adam":
-            opt = torch.optim.Adam(groups, lr=self.etas[0], weight_decay=hp.weight_decay)
         else:
-            opt = torch.optim.AdamW(groups, lr=self.etas[0], weight_decay=hp.weight_decay)
+            # the fused kernel (one pass per parameter) where the device has it: on a
+            # small model the unfused Adam took ~9 % of a training step
+            fused = all(p.device.type in ("cpu", "cuda") for p in self.parameters()) or None
+            cls = torch.optim.Adam if hp.optimizer == "adam" else torch.optim.AdamW
+            opt = cls(groups, lr=self.etas[0], weight_decay=hp.weight_decay, fused=fused)
         if hp.lr_scheduler is None:
             return opt
         if hp.lr_scheduler == "cosine":

@@ -229,3 +229,23 @@ def test_compiled_settle_equals_eager(direction):
     assert ra.trace[-1].sum() < ra.trace[0].sum()
     for p, q in zip(ra.errors.h, rb.errors.h):
         assert torch.allclose(p, q, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("direction", ["generative", "discriminative"])
+def test_settle_equals_the_plain_rule(direction):
+    """The buffered loop (in-place updates, the clamped layer's prediction computed
+    once) against x <- x - eta dE/dx written out with fresh tensors every step."""
+    net, xs, free, y = make_state(direction, "tanh", seed=5)
+    weights, acts, readout = net.chain()
+    y_sup = y if direction == "generative" else None
+    plain = [x.clone() for x in xs]
+    with torch.no_grad():
+        res = eq.settle(xs, weights, acts, free, 25, 0.05, readout, y_sup)
+        for _ in range(25):
+            errors = eq.prediction_errors(plain, weights, acts, readout, y_sup)
+            grads = eq.latent_gradients(plain, weights, errors, free, readout)
+            plain = [x if g is None else x - 0.05 * g for x, g in zip(plain, grads)]
+        final = eq.prediction_errors(plain, weights, acts, readout, y_sup)
+    for p, q in zip(xs, plain):
+        assert torch.allclose(p, q, rtol=1e-12, atol=1e-12)
+    assert torch.allclose(eq.energy(res.errors), eq.energy(final), rtol=1e-12)
