@@ -79,20 +79,22 @@ def prediction_errors(
     out: Optional[PredictionErrors] = None,
     precisions: Optional[Sequence[float]] = None,
     precision_y: float = 1.0,
-    keep_preacts: Optional[Sequence[bool]] = None,
+    fixed_preacts: Optional[Sequence[Optional[Tensor]]] = None,
 ) -> PredictionErrors:
     """a(l), eps(l), h(l) for every layer, and eps_y when a readout and label are given.
 
     With `out` (from `error_buffers`), the results are written into its tensors
-    instead of new ones: the settle loop allocates nothing per step. With
-    `keep_preacts[l]` true, a(l) already in `out` is reused: within a settle the
+    instead of new ones: the settle loop allocates nothing per step. A tensor in
+    `fixed_preacts[l]` is used as a(l) instead of the product: within a settle the
     weights are fixed, so the prediction from a clamped layer x(l+1) never changes.
     """
     pi = list(precisions) if precisions is not None else None
     if out is not None:
         for l, (W, f) in enumerate(zip(weights, acts)):
-            if keep_preacts is not None and keep_preacts[l]:
+            if fixed_preacts is not None and fixed_preacts[l] is not None:
                 a = out.preacts[l]
+                if a.data_ptr() != fixed_preacts[l].data_ptr():
+                    a.copy_(fixed_preacts[l])
             else:
                 a = torch.matmul(xs[l + 1], W.T, out=out.preacts[l])
             f.errors_into(a, xs[l], out.eps[l], out.h[l])
@@ -105,7 +107,7 @@ def prediction_errors(
         return out
     preacts, eps, h = [], [], []
     for l, (W, f) in enumerate(zip(weights, acts)):
-        a = xs[l + 1] @ W.T
+        a = fixed_preacts[l] if fixed_preacts is not None and fixed_preacts[l] is not None else xs[l + 1] @ W.T
         e = xs[l] - f.f(a)
         preacts.append(a)
         eps.append(e)
@@ -236,7 +238,9 @@ def settle_step(
     """
     grads = latent_gradients(xs, weights, errors, free, readout)
     new = [x if g is None else x - eta_infer * g for x, g in zip(xs, grads)]
-    return new, prediction_errors(new, weights, acts, readout, y, precisions=precisions, precision_y=precision_y)
+    fixed = [a if not free[l + 1] else None for l, a in enumerate(errors.preacts)]  # clamped predictor
+    return new, prediction_errors(new, weights, acts, readout, y, precisions=precisions, precision_y=precision_y,
+                                  fixed_preacts=fixed)
 
 
 _COMPILED_STEP = None
@@ -286,14 +290,14 @@ def settle(
     every = check_every or max(1, T_infer // 10)
     last_checked = energy(errors).item() if tol is not None else None
     step = compiled_settle_step() if compiled else None
-    clamped_above = [not free[l + 1] for l in range(len(weights))]  # a(l) is fixed: computed once
+    fixed = [a if not free[l + 1] else None for l, a in enumerate(errors.preacts)]  # computed once
     steps = 0
     for t in range(T_infer):
         if compiled:
             xs[:], errors = step(xs, weights, acts, free, eta_infer, errors, readout, y, **pis)
         else:
             inference_step(xs, weights, errors, free, eta_infer, readout)
-            errors = prediction_errors(xs, weights, acts, readout, y, out=buffers, keep_preacts=clamped_above, **pis)
+            errors = prediction_errors(xs, weights, acts, readout, y, out=buffers, fixed_preacts=fixed, **pis)
         steps = t + 1
         if record:
             trace.append(layer_energies(errors))
