@@ -431,7 +431,8 @@ class PCNModule(L.LightningModule):
         self._epoch_energy += per_layer
         self._epoch_batches += 1
         self._epoch_settle_steps += steps
-        if self._trainer is not None and self.trainer._logger_connector.should_update_logs:
+        writes = self._trainer is not None and getattr(self.trainer._logger_connector, "should_update_logs", True)
+        if writes:
             self.log("train/energy_step", per_layer.sum(), prog_bar=True, on_step=True, on_epoch=False)
             if self.hparams.settle_tol is not None:
                 self.log("train/settle_steps_step", float(steps), on_step=True, on_epoch=False)
