@@ -1,0 +1,57 @@
+"""Fingerprints of trained weights, to prove a refactor changed no number.
+
+`record.py` ran the shipped configs for 30 training steps (seed 0, CPU) on the
+code before the primitive redesign and stored, for every weight tensor, the
+SHA-256 of its float32 bytes (equal hashes: `torch.equal`) and its float64
+projections on fixed random directions (to measure how far apart two runs are
+when the bytes differ, e.g. where a fused path reorders a sum).
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import torch
+
+N_PROJECTIONS = 8
+
+# The runs: shipped config, and the overrides that make 30 steps cheap and
+# deterministic on the CPU (nothing here changes the training arithmetic).
+RUNS = {
+    "fashion_mnist": "configs/fashion_mnist.yaml",
+    "fashion_mnist_generative": "configs/fashion_mnist_generative.yaml",
+    "fashion_mnist_seed_recipe": "configs/fashion_mnist_seed_recipe.yaml",
+    "smoke": "configs/smoke.yaml",
+}
+STEPS = 30
+
+
+def run_args(config: str, data_dir: str | None = None) -> list[str]:
+    args = ["--config", config, "--trainer.max_steps", str(STEPS), "--trainer.max_epochs", "-1",
+            "--trainer.accelerator", "cpu", "--trainer.limit_val_batches", "1",
+            "--trainer.limit_train_batches", "null", "--trainer.enable_progress_bar", "false",
+            "--trainer.val_check_interval", str(STEPS), "--test", "false"]
+    if data_dir is not None:
+        args += ["--data.data_dir", data_dir]
+    return args
+
+
+def fingerprint(t: torch.Tensor) -> dict:
+    t = t.detach().cpu().contiguous()
+    g = torch.Generator().manual_seed(0)
+    flat = t.double().reshape(-1)
+    dirs = torch.randn(N_PROJECTIONS, flat.numel(), generator=g, dtype=torch.float64)
+    return {
+        "shape": list(t.shape),
+        "dtype": str(t.dtype),
+        "sha256": hashlib.sha256(t.numpy().tobytes()).hexdigest(),
+        "projections": (dirs @ flat).tolist(),
+        "norm": flat.norm().item(),
+    }
+
+
+def relative_distance(a: dict, b: dict) -> float:
+    """Largest relative difference of the projections (0.0 for equal tensors)."""
+    pa, pb = torch.tensor(a["projections"]), torch.tensor(b["projections"])
+    scale = max(a["norm"], 1e-30) * (pa.numel() ** 0)  # projections scale like the norm
+    return ((pa - pb).abs().max() / scale).item()

@@ -1,0 +1,36 @@
+"""Record the reference fingerprints (run once, on the code before the redesign):
+
+    python -m tests.regression.record
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import torch
+
+from pcn_lightning import cli
+from tests.regression.fingerprint import RUNS, fingerprint, run_args
+
+OUT = Path(__file__).with_name("reference_30_steps.json")
+
+
+def main() -> None:
+    ref = {}
+    for name, config in RUNS.items():
+        with tempfile.TemporaryDirectory() as d:
+            rc = cli.main(run_args(config) + ["--trainer.logger.init_args.save_dir", d,
+                                              "--trainer.default_root_dir", d])
+            assert rc == 0, name
+            ckpt = next(Path(d).rglob("last.ckpt"))
+            state = torch.load(ckpt, map_location="cpu", weights_only=False)
+            assert state["global_step"] == 30 * (1 if name != "x" else 1), state["global_step"]
+            ref[name] = {k: fingerprint(v) for k, v in state["state_dict"].items() if k.startswith("net.") or "precision" in k}
+            print(name, list(ref[name]))
+    OUT.write_text(json.dumps(ref, indent=1))
+
+
+if __name__ == "__main__":
+    main()
