@@ -43,13 +43,13 @@ def table(rows: list[list[str]], header: list[str]) -> str:
     return "\n".join([line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|"] + [line(r) for r in rows])
 
 
-def training_step_flops(chain_shapes: list[tuple[int, int]], free: list[bool], B: int, T: int) -> int:
-    """Flops of the products a training step needs: per chain weight W(l) (d_l x d_l+1),
-    the prediction x(l+1) @ W(l).T in each of the T+1 error sweeps (once when x(l+1)
-    is clamped: it cannot change), h(l) @ W(l) in each of the T steps when x(l+1) is
-    free, and the Hebbian h(l).T @ x(l+1) once."""
+def training_step_flops(terms: list[tuple[tuple[int, int], bool]], B: int, T: int) -> int:
+    """Flops of the products a training step needs: per dense term (W of shape
+    (out, in), source free or not), the prediction x_source @ W.T in each of the T+1
+    error sweeps (once when the source is clamped: it cannot change), h @ W in each
+    of the T steps when the source is free, and the Hebbian h.T @ x_source once."""
     macs = 0
-    for l, (a, b) in enumerate(chain_shapes):
+    for (a, b), source_free in terms:
         n = a * b
-        macs += n * ((T + 1) if free[l + 1] else 1) + (n * T if free[l + 1] else 0) + n
+        macs += n * ((T + 1) if source_free else 1) + (n * T if source_free else 0) + n
     return 2 * B * macs

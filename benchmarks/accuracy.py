@@ -33,11 +33,11 @@ RUNS = {
     "pcn_discriminative": ("configs/fashion_mnist.yaml", [], "PCN, discriminative (configs/fashion_mnist.yaml)"),
     "twin_discriminative": ("configs/fashion_mnist.yaml", ["--model.class_path", "pcn_lightning.BackpropTwin"],
                             "backprop twin of the above (same dims, init, Adam, lr, epochs)"),
-    "pcn_discriminative_unit_precision": ("configs/fashion_mnist.yaml", ["--model.init_args.precisions", "null"],
+    "pcn_discriminative_unit_precision": ("configs/fashion_mnist.yaml", ["--model.precisions", "null"],
                                           "PCN, discriminative, all precisions 1 (the seed's energy)"),
     "pcn_generative": ("configs/fashion_mnist_generative.yaml", [],
                        "PCN, generative, amortized, readout learned on label-free settles (configs/fashion_mnist_generative.yaml)"),
-    "pcn_generative_clamped_readout": ("configs/fashion_mnist_generative.yaml", ["--model.init_args.readout_learning", "clamped"],
+    "pcn_generative_clamped_readout": ("configs/fashion_mnist_generative.yaml", ["--model.readout_learning", "clamped"],
                                        "the same, readout learned on the label-clamped settles (the seed's rule)"),
     "twin_generative": ("configs/fashion_mnist_generative.yaml", ["--model.class_path", "pcn_lightning.BackpropTwin"],
                         "backprop twin of the generative model (same shapes, Adam, lr, epochs)"),
@@ -63,9 +63,10 @@ def label_clamped_accuracy(ckpt: Path) -> float:
     dm = PCNDataModule("fashion_mnist", batch_size=500)
     dm.setup("test")
     correct = total = 0
+    readout = m.net.terms[-1]  # the label's term: the readout R on the top latent
     for i, (x, y) in enumerate(dm.test_dataloader()):
-        xs, _ = m.settle_batch(x, y, generator=torch.Generator().manual_seed(i))
-        pred = (m.net.top_latent(xs) @ m.net.readout.T).argmax(1)
+        xs, _ = m.settle_batch(x, y, m.eval_inference, generator=torch.Generator().manual_seed(i))
+        pred = readout.map.predict(xs[readout.source])[0].argmax(1)
         correct += (pred == y).sum().item()
         total += len(y)
     return correct / total
@@ -74,7 +75,7 @@ def label_clamped_accuracy(ckpt: Path) -> float:
 def run_one(name: str, seed: int, workdir: Path) -> dict:
     config, extra, _ = RUNS[name]
     args = [sys.executable, str(REPO / "train.py"), "--config", str(REPO / config), *extra,
-            "--seed_everything", str(seed), "--model.init_args.seed", str(seed),
+            "--seed_everything", str(seed), "--model.seed", str(seed),
             "--trainer.logger.init_args.save_dir", str(workdir), "--trainer.logger.init_args.name", f"{name}_s{seed}",
             "--trainer.enable_progress_bar", "false"]
     t0 = time.perf_counter()

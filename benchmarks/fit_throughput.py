@@ -25,8 +25,8 @@ from pcn_lightning.data import PCNDataModule
 
 def make_module(args):
     torch.manual_seed(0)
-    return PCNModule(dims=[784, 512, 256], output_dim=10, direction="discriminative", latent_init="feedforward",
-                     T_infer=args.T, eta_infer=0.1, eta_learn=2e-4, optimizer="adam")
+    return PCNModule.from_flat(dims=[784, 512, 256], output_dim=10, direction="discriminative", latent_init="feedforward",
+                               T_infer=args.T, eta_infer=0.1, eta_learn=2e-4, optimizer="adam")
 
 
 class SteadyClock(L.Callback):

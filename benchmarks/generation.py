@@ -38,7 +38,7 @@ def main() -> None:
     args = ap.parse_args()
     gen = PCNModule.load_from_checkpoint(args.generator, map_location="cpu")
     clf = (BackpropTwin if args.twin else PCNModule).load_from_checkpoint(args.classifier, map_location="cpu")
-    C = gen.net.output_dim
+    C = gen.net.num_classes
     labels = torch.arange(C).repeat_interleave(args.per_class)
     protos = None
     if args.prototypes:

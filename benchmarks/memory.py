@@ -23,7 +23,7 @@ import json, resource, sys, torch
 from pcn_lightning import PCNModule
 a = json.loads(sys.argv[1])
 dev = torch.device(a["device"])
-m = PCNModule(dims=a["dims"], output_dim=a["classes"], T_infer=a["T"], eta_learn=0.005, optimizer=a["opt"]).to(dev)
+m = PCNModule.from_flat(dims=a["dims"], output_dim=a["classes"], T_infer=a["T"], eta_learn=0.005, optimizer=a["opt"]).to(dev)
 opt = m.configure_optimizers(); m.optimizers = lambda: opt; m.log = lambda *x, **k: None
 x = torch.rand(a["batch"], a["dims"][0], device=dev); y = torch.randint(0, a["classes"], (a["batch"],), device=dev)
 m.settle_batch(x[:2], y[:2])  # page in the code paths on a tiny batch

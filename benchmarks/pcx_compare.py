@@ -25,8 +25,7 @@ import numpy as np
 import torch
 
 from benchmarks._timing import interleaved, table, training_step_flops
-from pcn_lightning import PCNModule
-from pcn_lightning import equations as eq
+from pcn_lightning import Inference, PCNModule
 from pcn_lightning.data import PCNDataModule
 
 HERE = Path(__file__).resolve().parent
@@ -58,10 +57,10 @@ def main() -> None:
     n = B * 8
     x, y = x[:n], y[:n]
     torch.manual_seed(0)
-    m = PCNModule(dims=args.dims, output_dim=10, direction="discriminative", latent_init="feedforward",
-                  T_infer=args.T, eta_infer=args.eta_infer, eta_learn=args.lr, optimizer="adam")
+    m = PCNModule.from_flat(dims=args.dims, output_dim=10, direction="discriminative", latent_init="feedforward",
+                            T_infer=args.T, eta_infer=args.eta_infer, eta_learn=args.lr, optimizer="adam")
     Y = torch.nn.functional.one_hot(y, 10).float()
-    weights = {f"W{i}": w.detach().numpy() for i, w in enumerate(list(m.net.weights) + [m.net.readout])}
+    weights = {f"W{i}": t.map.weight.detach().numpy() for i, t in enumerate(m.net.terms)}  # input side first
     tmp = tempfile.TemporaryDirectory()
     path = Path(tmp.name) / "in.npz"
     np.savez(path, dims=np.array(args.dims), n_out=10, T=args.T, x_lr=args.eta_infer * B, w_lr=args.lr,
@@ -74,13 +73,13 @@ def main() -> None:
         return json.loads(r.stdout.strip().splitlines()[-1])
     pcx = run_pcx()
     _, res = m.settle_batch(x[:B], y[:B])
-    ours_energy = eq.energy(res.errors).item() / B
+    ours_energy = m.net.energies(res.errors).sum().item() / B
     agree = abs(ours_energy - pcx["energy_first_batch"]) / abs(pcx["energy_first_batch"])
     print(f"energy after settling batch 1: ours {ours_energy:.6f}  PCX {pcx['energy_first_batch']:.6f}  (relative difference {agree:.1e})")
     if agree > 1e-4:
         raise SystemExit("the two training steps are not equivalent: energies disagree")
     # the compiled variant: a copy with the same weights, each settle step through torch.compile
-    mc = PCNModule(**{**dict(m.hparams), "compile_settle": True})
+    mc = PCNModule(**{**dict(m.hparams), "inference": Inference(**{**vars(m.inference), "compile_settle": True})})
     mc.load_state_dict(m.state_dict())
     steps = {}
     for name, mod in (("eager", m), ("compiled", mc)):
@@ -105,9 +104,8 @@ def main() -> None:
     tmp.cleanup()
     t = {k: statistics.median(rd[k] for rd in rounds) for k in rounds[0]}
     per_round = [rd["eager"] / rd["pcx"] for rd in rounds]
-    weights, _, _ = m.net.chain()
     _, free = m.net.initial_state(x[:2], torch.nn.functional.one_hot(y[:2], 10).float(), "zeros")
-    flops = training_step_flops([tuple(W.shape) for W in weights], free, B, args.T)
+    flops = training_step_flops([(tuple(t.map.weight.shape), free[t.source]) for t in m.net.terms], B, args.T)
     gflops = lambda s: f"{flops / s / 1e9:.0f}"
     pcx_s = t["pcx"]
     rows = [["pcn-lightning (torch, eager)", f"{t['eager'] * 1e3:.1f}", gflops(t["eager"]), f"{t['eager'] / pcx_s:.2f}"],

@@ -12,6 +12,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from lightning.pytorch.loggers import TensorBoardLogger  # noqa: E402
 
+from pcn_lightning.protocol import Diagnosable  # noqa: E402
+
 
 class PCNDiagnosticWarning(UserWarning):
     """A diagnostics callback found one of the failures it watches for."""
@@ -22,8 +24,11 @@ def warn(message: str) -> None:
 
 
 def is_pcn(pl_module) -> bool:
-    """True for modules that settle latents (not the backprop twin)."""
-    return hasattr(pl_module, "settle_batch") and not pl_module.automatic_optimization
+    """True for modules with the diagnostics interface (not the backprop twin)."""
+    return isinstance(pl_module, Diagnosable)
+
+
+PROBE_SEED = 12345  # the probe's latents: the same every time it is settled
 
 
 def tensorboard(trainer) -> Optional[object]:
@@ -64,11 +69,10 @@ class ProbeBatch:
     def capture(self, batch) -> None:
         if self.x is None:
             x, y = batch
-            self.x = x[: self.size].flatten(1).detach().clone()
+            self.x = x[: self.size].detach().clone()
             self.y = y[: self.size].detach().clone()
 
-    def settle(self, pl_module, **kwargs):
+    def settle(self, pl_module):
         """Settle the probe like a training step (label clamped), recording energies."""
-        gen = torch.Generator().manual_seed(12345)
-        x, y = self.x.to(pl_module.device), self.y.to(pl_module.device)
-        return pl_module.settle_batch(x, y, record=True, generator=gen, **kwargs)
+        gen = torch.Generator().manual_seed(PROBE_SEED)
+        return pl_module.settle_probe(self.x.to(pl_module.device), self.y.to(pl_module.device), gen)

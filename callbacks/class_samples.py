@@ -7,6 +7,7 @@ import math
 from typing import Optional, Sequence
 
 import lightning as L
+from lightning.pytorch.utilities import rank_zero_only
 import torch
 from torchvision.utils import make_grid
 
@@ -44,13 +45,14 @@ class ClassSamples(L.Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         self.probe.capture(batch)
 
+    @rank_zero_only
     def on_train_epoch_end(self, trainer, pl_module) -> None:
-        if not trainer.is_global_zero or not is_pcn(pl_module) or not pl_module.net.generative:
+        if not is_pcn(pl_module) or not pl_module.net.predicts_data:
             return
         writer = tensorboard(trainer)
         if writer is None:
             return
-        classes = torch.tensor(self.classes if self.classes is not None else range(pl_module.net.output_dim))
+        classes = torch.tensor(self.classes if self.classes is not None else range(pl_module.net.num_classes))
         labels = classes.repeat_interleave(self.per_class)
         protos = None
         if self.probe.x is not None:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_only
 
 from callbacks._common import is_pcn, log_scalars, warn
 
@@ -57,18 +58,20 @@ class LayerBalance(L.Callback):
         self.reports: list[BalanceReport] = []
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if not is_pcn(pl_module) or pl_module.last_layer_energies is None:
+        if not is_pcn(pl_module) or pl_module.last_term_energies is None:
             return
-        e = pl_module.last_layer_energies.detach()
+        e = pl_module.last_term_energies.detach()
         self._sum = e.clone() if self._sum is None else self._sum + e
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         if self._sum is None:
             return
         total, self._sum = self._sum, None
-        if not trainer.is_global_zero:
-            return
-        report = balance_report(total, pl_module.layer_names(), self.threshold)
+        self._report(trainer, pl_module, total)
+
+    @rank_zero_only
+    def _report(self, trainer, pl_module, total) -> None:
+        report = balance_report(total, pl_module.net.term_names, self.threshold)
         self.reports.append(report)
         metrics = {f"balance/share_{n}": s for n, s in zip(report.names, report.shares)}
         metrics["balance/max_share"] = max(report.shares)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import lightning as L
+from lightning.pytorch.utilities import rank_zero_only
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
@@ -63,12 +64,13 @@ class LayerErrorHeatmap(L.Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         self.probe.capture(batch)
 
+    @rank_zero_only
     def on_train_epoch_end(self, trainer, pl_module) -> None:
-        if not trainer.is_global_zero or not is_pcn(pl_module) or self.probe.x is None:
+        if not is_pcn(pl_module) or self.probe.x is None:
             return
-        _, result = self.probe.settle(pl_module)
+        result = self.probe.settle(pl_module)
         B = self.probe.x.shape[0]
-        names = pl_module.layer_names()
+        names = pl_module.net.term_names
         dims = layer_dims(pl_module)
         final = (2 * result.trace[-1] / B).tolist()  # ||eps||^2 per sample
         self.total.append(final)
@@ -83,8 +85,6 @@ class LayerErrorHeatmap(L.Callback):
 
 
 def layer_dims(pl_module) -> list[int]:
-    """Size of each energy term, in the order of `layer_names`."""
+    """Number of values each term predicts, in the order of the term names."""
     net = pl_module.net
-    if net.generative:
-        return net.dims[:-1] + [net.output_dim]
-    return [net.output_dim] + net.dims[1:][::-1]
+    return [net.nodes[t.target].size for t in net.terms]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import lightning as L
+from lightning.pytorch.utilities import rank_zero_only
 import torch
 import torch.nn.functional as F
 
@@ -30,15 +31,12 @@ class RangeReport:
 
 
 def range_reports(pl_module, x: torch.Tensor, y: torch.Tensor) -> list[RangeReport]:
-    """Share of out-of-range values for every clamped layer that is predicted."""
+    """Share of out-of-range values for every term that predicts a clamped node
+    (the data, the one-hot label)."""
     net = pl_module.net
-    x = x.flatten(1)
-    if net.generative:
-        clamped = [("layer0", net.acts[0], x)]
-    else:
-        linear = net.chain()[1][0]
-        clamped = [("readout", linear, F.one_hot(y, net.output_dim).to(x.dtype))]
-    return [RangeReport(name, f.name, f.share_out_of_range(values), f.low, f.high) for name, f, values in clamped]
+    values = {net.data: x, net.label: F.one_hot(y, net.num_classes).to(x.dtype)}  # only values matter
+    return [RangeReport(t.name, t.act.name, t.act.share_out_of_range(values[t.target]), t.act.low, t.act.high)
+            for t in net.terms if t.target in values]
 
 
 class PredictionRange(L.Callback):
@@ -60,8 +58,10 @@ class PredictionRange(L.Callback):
         if self.done or not is_pcn(pl_module):
             return
         self.done = True
-        if not trainer.is_global_zero:
-            return
+        self._report(trainer, pl_module, batch)
+
+    @rank_zero_only
+    def _report(self, trainer, pl_module, batch) -> None:
         self.reports = range_reports(pl_module, *batch)
         log_scalars(trainer, {f"range/out_of_range_{r.layer}": r.share for r in self.reports})
         for r in self.reports:

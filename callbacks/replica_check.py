@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Optional
 
 import lightning as L
+from lightning.pytorch.utilities import rank_zero_only
 import torch
 
 from callbacks._common import log_scalars, warn
@@ -42,12 +43,15 @@ class ReplicaCheck(L.Callback):
         gathered = gathered.reshape(-1, 3)
         diff = (gathered - gathered[0]).abs().max() / gathered[0].abs().clamp_min(1e-30).max()
         self.max_diff = max(self.max_diff, diff.item())
-        if trainer.is_global_zero:
-            log_scalars(trainer, {"ddp/replica_max_diff": diff.item()})
-            if diff.item() > self.tol:
-                warn(f"data-parallel replicas differ by {diff.item():.3g} (relative) at step "
-                     f"{trainer.global_step}: the gradients were not all-reduced")
+        self._report(trainer, diff.item())
         return diff.item()
+
+    @rank_zero_only
+    def _report(self, trainer, diff: float) -> None:
+        log_scalars(trainer, {"ddp/replica_max_diff": diff})
+        if diff > self.tol:
+            warn(f"data-parallel replicas differ by {diff:.3g} (relative) at step "
+                 f"{trainer.global_step}: the gradients were not all-reduced")
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if trainer.world_size > 1 and trainer.global_step % self.every_n_steps == 0:

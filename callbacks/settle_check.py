@@ -5,11 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import lightning as L
+from lightning.pytorch.utilities import rank_zero_only
 import matplotlib.pyplot as plt
 import torch
 
 from callbacks._common import ProbeBatch, is_pcn, log_figure, log_scalars, warn
-from pcn_lightning.equations import relative_drop
+from pcn_lightning.inference import relative_drop
 
 
 @dataclass
@@ -87,17 +88,18 @@ class SettleCheck(L.Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         self.probe.capture(batch)
 
+    @rank_zero_only
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         step = trainer.global_step
-        if not trainer.is_global_zero or not is_pcn(pl_module):
+        if not is_pcn(pl_module):
             return
         if (step - 1) % self.every_n_steps != 0:  # after the 1st, (N+1)th, ... step
             return
-        _, result = self.probe.settle(pl_module)
+        result = self.probe.settle(pl_module)
         B = self.probe.x.shape[0]
         report = settle_report(result.trace, self.tol, B)
         self.reports.append(report)
-        names = pl_module.layer_names()
+        names = pl_module.net.term_names
         final = result.trace[-1] / B
         metrics = {
             "settle/rel_drop": report.rel_drop,
@@ -112,4 +114,4 @@ class SettleCheck(L.Callback):
             result.trace, names, B, f"settle at step {step}: last-10% drop {report.rel_drop:.2%}"))
         if not report.settled and not (self.warn_once and self.warned):
             self.warned = True
-            warn(report.message(self.tol, pl_module.T_infer, pl_module.eta_infer, names))
+            warn(report.message(self.tol, pl_module.inference.T_infer, pl_module.inference.eta_infer, names))

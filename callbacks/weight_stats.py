@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import lightning as L
+from lightning.pytorch.utilities import rank_zero_only
 
 from callbacks._common import log_scalars, tensorboard
 
@@ -20,18 +21,21 @@ class WeightStats(L.Callback):
 
     @staticmethod
     def _named(pl_module):
-        net = pl_module.net
-        return [(f"W{l}", W) for l, W in enumerate(net.weights)] + [("readout", net.readout)]
+        if hasattr(pl_module, "named_weights"):
+            return pl_module.named_weights()
+        return [(n.replace(".", "_"), p) for n, p in pl_module.named_parameters()]
 
     def _due(self, trainer) -> bool:
         return trainer.global_step % self.every_n_steps == 0
 
+    @rank_zero_only
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        if trainer.is_global_zero and self._due(trainer):
+        if self._due(trainer):
             self._before = [p.detach().clone() for _, p in self._named(pl_module)]
 
+    @rank_zero_only
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if not trainer.is_global_zero or self._before is None:
+        if self._before is None:
             return
         metrics = {}
         for (name, p), p0 in zip(self._named(pl_module), self._before):
@@ -42,9 +46,10 @@ class WeightStats(L.Callback):
         self._before = None
         log_scalars(trainer, metrics)
 
+    @rank_zero_only
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         writer = tensorboard(trainer)
-        if not self.histograms or not trainer.is_global_zero or writer is None:
+        if not self.histograms or writer is None:
             return
         for name, p in self._named(pl_module):
             writer.add_histogram(f"weights/{name}", p.detach().cpu(), global_step=trainer.global_step)

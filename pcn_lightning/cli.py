@@ -8,24 +8,26 @@ stderr and exit code 2, before anything is written.
 
 from __future__ import annotations
 
+import json
 import sys
 from argparse import ArgumentError
 from typing import Optional
 
+import lightning as L
 import torch
 import torch.distributed as dist
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 
-from pcn_lightning.data import PCNDataModule, input_dim_of, num_classes_of
+from pcn_lightning.data import PCNDataModule, input_shape_of, num_classes_of
 from pcn_lightning.errors import ConfigError, DivergenceError, PCNError
-from pcn_lightning.module import PCNModule
+from pcn_lightning.settings import flat_aliases
 
 
 class PCNCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
-        parser.link_arguments("data.dataset", "model.init_args.input_dim", compute_fn=input_dim_of)
+        parser.link_arguments("data.dataset", "model.init_args.input_shape", compute_fn=input_shape_of)
         parser.link_arguments("data.dataset", "model.init_args.output_dim", compute_fn=num_classes_of)
         parser.add_argument("--ckpt_path", type=Optional[str], default=None,
                             help="resume training from this checkpoint")
@@ -89,11 +91,42 @@ def pcn_error_in_chain(exc: BaseException) -> Optional[PCNError]:
     return None
 
 
-LINKED = ("input_dim", "output_dim")
+LINKED = ("input_dim", "input_shape", "output_dim")
+
+
+def expand_flat_options(args: list[str]) -> list[str]:
+    """`--model.T_infer 50` (or `--model.init_args.T_infer=50`) -> `--model.init_args.inference.T_infer 50`:
+    every setting keeps its flat name on the command line (see settings.flat_aliases). A null
+    value goes in as `--model.init_args.network '{"dims": null}'` (jsonargparse reads a bare
+    nested null as the string "None")."""
+    table = flat_aliases()
+    groups = set(v.split(".")[0] for v in table.values())
+    out, i = [], 0
+    while i < len(args):
+        a = args[i]
+        i += 1
+        if not a.startswith("--model."):
+            out.append(a)
+            continue
+        key, eq, value = a[len("--model."):].partition("=")
+        name = key[len("init_args."):] if key.startswith("init_args.") else key
+        path = table.get(name) or (name if name.split(".")[0] in groups and "." in name else None)
+        if path is None:
+            out.append(a)
+            continue
+        if not eq and i < len(args):
+            value, eq = args[i], "="
+            i += 1
+        group, field = path.split(".", 1)
+        if eq and value.strip() in ("null", "None", "~"):
+            out += [f"--model.init_args.{group}", json.dumps({field: None})]
+        else:
+            out.append(f"--model.init_args.{path}" + (eq + value if eq else ""))
+    return out
 
 
 def check_no_linked_overrides(args: list[str]) -> None:
-    """input_dim and output_dim come from the data; setting them is a mistake."""
+    """input_shape and output_dim come from the data; setting them is a mistake."""
     texts = list(args)
     for i, a in enumerate(args):
         if a in ("--config", "-c") and i + 1 < len(args):
@@ -111,9 +144,10 @@ def check_no_linked_overrides(args: list[str]) -> None:
 
 def main(args: Optional[list[str]] = None) -> int:
     try:
-        check_no_linked_overrides(sys.argv[1:] if args is None else list(args))
+        args = expand_flat_options(sys.argv[1:] if args is None else list(args))
+        check_no_linked_overrides(args)
         cli = PCNCLI(
-            PCNModule,
+            L.LightningModule,
             PCNDataModule,
             subclass_mode_model=True,
             run=False,

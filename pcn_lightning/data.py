@@ -49,6 +49,13 @@ def input_dim_of(name: str) -> int:
     return DATASETS[check_dataset(name)][0]
 
 
+def input_shape_of(name: str) -> list[int]:
+    """Shape of one sample (channels, height, width), linked from the data to the model."""
+    dim, _, _, _, channels = DATASETS[check_dataset(name)]
+    side = int(round((dim // channels) ** 0.5))
+    return [channels, side, side]
+
+
 def num_classes_of(name: str) -> int:
     """Number of classes of a dataset (used to link data to the model in the CLI)."""
     return DATASETS[check_dataset(name)][1]

@@ -1,206 +1,274 @@
-"""`PredictiveCodingNetwork`: the parameters of a PCN and how they form a chain.
+"""`PCNetwork`: nodes (layers of latents) joined by energy terms, as a graph.
 
-`dims` is input-first in both directions, as in the seed: `[3072, 1000, 500, 10]`.
+Every network is the same object: a list of nodes (the data, the label, the
+latents) and a list of terms, each predicting one node from another. The energy
+is the sum of the terms; inference and learning need nothing else:
 
-- generative (the seed's model): the data x(0) sits at the bottom of the chain,
-  clamped; layer l+1 predicts layer l through W(l) (shape (dims[l], dims[l+1]))
-  and f(l) = activations[l]. A linear readout R (output_dim, dims[-1]) reads the
-  label off the top latent; during training it adds the supervised term.
-- discriminative: the chain is reversed. The data is at the top, clamped, and
-  predicts downwards to the label: hidden layer l+1 is predicted as
-  f(l)(W(l) x(l)) with W(l) of shape (dims[l+1], dims[l]), and the readout R is
-  the last, linear, link that predicts the label. The label is clamped in
-  training and free at test, where the energy minimum is one feedforward sweep.
+    dE/dx(j) = sum over terms predicting j of    pi * eps
+             - sum over terms predicted by j of  map.transpose(h)
 
-Both directions have exactly sum(dims[l] * dims[l+1]) + output_dim * dims[-1]
-parameters (no biases), the seed's counts.
+How the nodes are joined (which way predictions flow, where the label sits) is
+decided once, by the builders in `pcn_lightning.builders`; nothing here asks for a
+direction. Two structural facts replace the old direction flags:
+
+- A free node that only receives one prediction (a leaf) settles exactly at that
+  prediction, so its term can be dropped from settling and the node filled in
+  afterwards (`active_terms`, `complete`). At evaluation the free label is such a
+  leaf; in the discriminative network every node becomes one in turn, so its
+  label-free inference is exactly the feedforward sweep, with no settling at all.
+- `feedforward` init follows the terms outwards from the data, where they lead
+  (the discriminative network); `amortized` init follows a separate, learned
+  set of bottom-up terms (the generative network's amortizer).
 """
 
 from __future__ import annotations
 
-from typing import Optional, Sequence, Union
+import math
+from collections import deque
+from dataclasses import dataclass
+from typing import Optional, Sequence
 
 import torch
 from torch import nn
 
-from pcn_lightning.activations import Activation, get_activation
 from pcn_lightning.errors import ConfigError
+from pcn_lightning.terms import Term, TermErrors
 
 Tensor = torch.Tensor
 
-DIRECTIONS = ("generative", "discriminative")
 LATENT_INITS = ("random", "zeros", "feedforward", "amortized")
 
 
-def resolve_activations(activations: Union[str, Sequence[str]], n_layers: int) -> list[str]:
-    """One activation name per weight matrix (a single name applies to all)."""
-    if isinstance(activations, str):
-        return [activations] * n_layers
-    names = list(activations)
-    if len(names) != n_layers:
-        raise ConfigError(
-            f"activations has {len(names)} entries but dims has {n_layers} weight "
-            f"matrices; give {n_layers} names (one per layer, input side first) "
-            "or a single name for all"
-        )
-    return names
+@dataclass(frozen=True)
+class Node:
+    name: str
+    shape: tuple[int, ...]  # per sample
+    role: str  # "data", "label" or "latent"
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.shape)
 
 
-class PredictiveCodingNetwork(nn.Module):
-    """Weights W(0..L-1) and the readout R of a PCN, in either direction."""
+class PCNetwork(nn.Module):
+    """Nodes and the terms that join them (plus optional amortizer terms, which
+    guess latents bottom-up and are not part of the energy)."""
 
-    def __init__(
-        self,
-        dims: Sequence[int],
-        output_dim: int,
-        activations: Union[str, Sequence[str]] = "relu",
-        direction: str = "generative",
-        amortized: bool = False,
-    ) -> None:
+    def __init__(self, nodes: Sequence[Node], terms: Sequence[Term], amortizer: Sequence[Term] = (),
+                 description: str = "") -> None:
         super().__init__()
-        dims = [int(d) for d in dims]
-        if len(dims) < 2:
+        self.nodes = list(nodes)
+        self.terms = nn.ModuleList(terms)
+        self.amortizer = nn.ModuleList(amortizer)
+        self.description = description
+        roles = [n.role for n in self.nodes]
+        if roles.count("data") != 1 or roles.count("label") != 1:
+            raise ValueError("a network has exactly one data node and one label node")
+        self.data = roles.index("data")
+        self.label = roles.index("label")
+        n = len(self.nodes)
+        self.targets_of = [[k for k, t in enumerate(self.terms) if t.target == j] for j in range(n)]
+        self.sources_of = [[k for k, t in enumerate(self.terms) if t.source == j] for j in range(n)]
+        self.latent_order = self._latent_order()
+        self.sweep_order = self._sweep_order(self.terms)
+
+    # ------------------------------------------------------------- structure
+    @property
+    def term_names(self) -> list[str]:
+        return [t.name for t in self.terms]
+
+    @property
+    def predicts_data(self) -> bool:
+        """Some term predicts the data (a generative network: it can generate)."""
+        return bool(self.targets_of[self.data])
+
+    @property
+    def num_classes(self) -> int:
+        return self.nodes[self.label].size
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return self.nodes[self.data].shape
+
+    def _latent_order(self) -> list[int]:
+        """Latent nodes in breadth-first order from the data (the order random
+        latents are drawn in, so a seed gives the same state in any network)."""
+        seen, order, queue = {self.data}, [], deque([self.data])
+        while queue:
+            j = queue.popleft()
+            for k in self.targets_of[j] + self.sources_of[j]:
+                t = self.terms[k]
+                other = t.source if t.target == j else t.target
+                if other not in seen:
+                    seen.add(other)
+                    queue.append(other)
+                    if self.nodes[other].role == "latent":
+                        order.append(other)
+        return order
+
+    def _sweep_order(self, terms: Sequence[Term]) -> list[int]:
+        """Terms in the order a prediction sweep from the data can run them."""
+        known, order, pending = {self.data}, [], list(range(len(terms)))
+        progress = True
+        while progress:
+            progress = False
+            for k in list(pending):
+                if terms[k].source in known and terms[k].target not in known:
+                    order.append(k)
+                    known.add(terms[k].target)
+                    pending.remove(k)
+                    progress = True
+        return order
+
+    def active_terms(self, free: Sequence[bool]) -> list[bool]:
+        """Terms that settling must handle. A free node whose only active term is
+        the one predicting it sits exactly at that prediction: drop that term
+        (repeatedly), and fill the node in afterwards with `complete`."""
+        active = [True] * len(self.terms)
+        changed = True
+        while changed:
+            changed = False
+            for j, node_free in enumerate(free):
+                if not node_free:
+                    continue
+                into = [k for k in self.targets_of[j] if active[k]]
+                out = [k for k in self.sources_of[j] if active[k]]
+                if len(into) == 1 and not out:
+                    active[into[0]] = False
+                    changed = True
+        return active
+
+    # ---------------------------------------------------------------- state
+    def batch_input(self, x: Tensor) -> Tensor:
+        """The data node's values from a batch: (B, ...) reshaped to (B, *input_shape)."""
+        shape = self.input_shape
+        if x.dim() < 1 or x[0].numel() != math.prod(shape):
             raise ConfigError(
-                f"dims={dims} needs at least two sizes (input and one latent layer), "
-                "e.g. --model.dims '[784, 256, 10]'"
+                f"the network takes inputs of shape (B, {', '.join(map(str, shape))}) "
+                f"({math.prod(shape)} values per sample); got a tensor of shape {tuple(x.shape)}"
             )
-        if any(d <= 0 for d in dims) or output_dim <= 0:
-            raise ConfigError(f"every size must be positive; got dims={dims}, output_dim={output_dim}")
-        if direction not in DIRECTIONS:
-            raise ConfigError(f"unknown direction {direction!r}; choose one of {list(DIRECTIONS)}")
-        self.dims = dims
-        self.output_dim = int(output_dim)
-        self.direction = direction
-        self.activation_names = resolve_activations(activations, len(dims) - 1)
-        self.acts: list[Activation] = [get_activation(n) for n in self.activation_names]
-        shapes = [
-            (dims[l], dims[l + 1]) if direction == "generative" else (dims[l + 1], dims[l])
-            for l in range(len(dims) - 1)
-        ]
-        self.weights = nn.ParameterList([nn.Parameter(torch.empty(s)) for s in shapes])
-        self.readout = nn.Parameter(torch.empty(self.output_dim, dims[-1]))
-        # Amortized (hybrid) inference, generative only: bottom-up V(l) of shape
-        # (dims[l+1], dims[l]); g(l) is ReLU below the top and linear for the top.
-        if amortized and direction != "generative":
-            raise ConfigError("amortized=True needs direction='generative' (the discriminative sweep is already exact)")
-        self.amortized = amortized
-        self.amort = nn.ParameterList(
-            [nn.Parameter(torch.empty(dims[l + 1], dims[l])) for l in range(len(dims) - 1)] if amortized else []
-        )
-        self.amort_acts = [get_activation("relu")] * (len(dims) - 2) + [get_activation("linear")] if amortized else []
-        self.reset_parameters()
+        return x.reshape(x.shape[0], *shape)
 
-    @property
-    def n_layers(self) -> int:
-        """Number of weight matrices L (the readout not counted)."""
-        return len(self.dims) - 1
+    def initial_state(self, x: Tensor, y: Optional[Tensor], init: str = "random", std: float = 0.1,
+                      generator: Optional[torch.Generator] = None,
+                      sample_seeds: Optional[Sequence[int]] = None) -> tuple[list[Optional[Tensor]], list[bool]]:
+        """(state, free): the data clamped, the label clamped when `y` (B, C) is given,
+        every latent initialized by `init`. A free label starts empty (None): it
+        is a leaf, filled in by `complete`.
 
-    @property
-    def generative(self) -> bool:
-        return self.direction == "generative"
-
-    def reset_parameters(self) -> None:
-        for W in self.weights:
-            nn.init.xavier_uniform_(W)
-        nn.init.xavier_uniform_(self.readout)
-        for V in self.amort:
-            nn.init.xavier_uniform_(V)
-
-    def parameters_in_update_order(self) -> list[nn.Parameter]:
-        """W(0), ..., W(L-1), R: the order of per-layer learning rates (then V, if amortized)."""
-        return list(self.weights) + [self.readout] + list(self.amort)
-
-    # ----------------------------------------------------------------- chain view
-    def chain(self) -> tuple[list[Tensor], list[Activation], Optional[Tensor]]:
-        """The network as the bottom-first chain the equations work on.
-
-        Returns (weights, activations, readout): chain weight k predicts chain
-        layer k from layer k+1. The tensors are the parameters themselves, so a
-        gradient computed for chain weight k belongs to that parameter.
+        With `sample_seeds` (one int per sample), random latents are drawn per
+        sample from their own generator, so a sample's state does not depend on
+        which others share its batch (used at evaluation).
         """
-        if self.generative:
-            return list(self.weights), list(self.acts), self.readout
-        linear = get_activation("linear")
-        return [self.readout] + list(self.weights)[::-1], [linear] + self.acts[::-1], None
+        B = x.shape[0]
+        xs: list[Optional[Tensor]] = [None] * len(self.nodes)
+        xs[self.data] = x
+        if y is not None:
+            xs[self.label] = y
+        free = [n.role == "latent" for n in self.nodes]
+        free[self.label] = y is None
+        self.check_init(init)
+        if init == "feedforward":
+            self.sweep(xs, self.terms, [k for k in self.sweep_order if self.nodes[self.terms[k].target].role == "latent"])
+        elif init == "amortized":
+            self.sweep(xs, self.amortizer, self._sweep_order(self.amortizer))
+        elif init in ("random", "zeros"):
+            for j in self.latent_order:
+                shape = (B, *self.nodes[j].shape)
+                if init == "zeros":
+                    xs[j] = torch.zeros(shape, device=x.device, dtype=x.dtype)
+                elif sample_seeds is not None:
+                    rows = [torch.randn(shape[1:], generator=torch.Generator().manual_seed(int(s)), dtype=x.dtype)
+                            for s in sample_seeds]
+                    xs[j] = torch.stack(rows).mul_(std).to(x.device)
+                else:
+                    xs[j] = torch.randn(shape, generator=generator, dtype=x.dtype).mul_(std).to(x.device)
+        return xs, free
 
-    def chain_parameters(self) -> list[nn.Parameter]:
-        """Parameters in the order `weight_gradients` returns their gradients."""
-        weights, _, readout = self.chain()
-        return weights + ([readout] if readout is not None else [])
+    def check_init(self, init: str) -> None:
+        """A latent initialization this network can do, or one clear error."""
+        if init == "feedforward":
+            missing = [self.nodes[j].name for j in self.latent_order
+                       if j not in {self.terms[k].target for k in self.sweep_order}]
+            if missing:
+                raise ConfigError(
+                    "latent_init='feedforward' needs direction='discriminative' (predictions that flow "
+                    f"from the data to every latent; here {missing} cannot be reached): use 'random', "
+                    "'zeros' or 'amortized'"
+                )
+        elif init == "amortized" and len(self.amortizer) == 0:
+            raise ConfigError("latent_init='amortized' needs amortized=True")
+        elif init not in LATENT_INITS:
+            raise ConfigError(f"unknown latent_init {init!r}; choose one of {list(LATENT_INITS)}")
 
-    # ---------------------------------------------------------------- latents
-    def feedforward(self, x: Tensor) -> list[Tensor]:
-        """Discriminative sweep: [x, f(0)(W(0) x), ..., top hidden, logits]."""
-        if self.generative:
-            raise ConfigError(
-                "latent_init='feedforward' needs direction='discriminative': the "
-                "generative model has no bottom-up pass; use 'random' or 'zeros'"
-            )
-        out = [x]
-        for W, f in zip(self.weights, self.acts):
-            out.append(f.f(out[-1] @ W.T))
-        out.append(out[-1] @ self.readout.T)
+    @staticmethod
+    def sweep(xs: list[Optional[Tensor]], terms: Sequence[Term], order: Sequence[int]) -> None:
+        """x(target) = f(map(x(source))) along `order`: where every such error is zero."""
+        for k in order:
+            t = terms[k]
+            xs[t.target] = t.act.f(t.map.predict(xs[t.source])[0])
+
+    def complete(self, xs: list[Optional[Tensor]], active: Sequence[bool]) -> None:
+        """Fill in the nodes of dropped terms with their predictions (their exact optimum)."""
+        dropped = [k for k in range(len(self.terms)) if not active[k]]
+        order = [k for k in self._sweep_order_from(xs, dropped)]
+        self.sweep(xs, self.terms, order)
+
+    def _sweep_order_from(self, xs: Sequence[Optional[Tensor]], subset: Sequence[int]) -> list[int]:
+        known = {j for j, x in enumerate(xs) if x is not None} - {self.terms[k].target for k in subset}
+        order, pending, progress = [], list(subset), True
+        while progress:
+            progress = False
+            for k in list(pending):
+                if self.terms[k].source in known:
+                    order.append(k)
+                    known.add(self.terms[k].target)
+                    pending.remove(k)
+                    progress = True
+        return order
+
+    # ------------------------------------------------------------- the math
+    def errors(self, xs: Sequence[Tensor], active: Optional[Sequence[bool]] = None) -> list[Optional[TermErrors]]:
+        """Every active term's a, eps and h on the state `xs` (None for dropped terms)."""
+        return [t.errors(xs[t.target], xs[t.source]) if active is None or active[k] else None
+                for k, t in enumerate(self.terms)]
+
+    def energies(self, errors: Sequence[Optional[TermErrors]]) -> Tensor:
+        """pi/2 ||eps||^2 of every term, summed over the batch (0 for dropped terms)."""
+        ref = next(e.eps for e in errors if e is not None)
+        zero = ref.new_zeros(())
+        return torch.stack([t.energy(e) if e is not None else zero for t, e in zip(self.terms, errors)])
+
+    def sample_energies(self, errors: Sequence[Optional[TermErrors]]) -> Tensor:
+        """The energy of each sample, shape (B,)."""
+        return sum(t.sample_energy(e) for t, e in zip(self.terms, errors) if e is not None)
+
+    def latent_gradients(self, errors: Sequence[Optional[TermErrors]], free: Sequence[bool]) -> list[Optional[Tensor]]:
+        """dE/dx(j) for every free node (None for clamped ones)."""
+        grads: list[Optional[Tensor]] = []
+        for j, node_free in enumerate(free):
+            g = None
+            if node_free:
+                for k in self.targets_of[j]:
+                    if errors[k] is not None:
+                        push = self.terms[k].pi * errors[k].eps
+                        g = push if g is None else g + push
+                for k in self.sources_of[j]:
+                    if errors[k] is not None:
+                        back = self.terms[k].map.transpose(errors[k].h, errors[k].ctx)
+                        g = -back if g is None else g - back
+            grads.append(g)
+        return grads
+
+    def weight_gradients(self, errors: Sequence[Optional[TermErrors]]) -> list[tuple[nn.Parameter, Tensor]]:
+        """(parameter, dE/dparameter) for every parameter of every active term."""
+        out = []
+        for t, e in zip(self.terms, errors):
+            if e is not None:
+                out += list(zip(t.map.parameters(), t.weight_grads(e)))
         return out
 
-    def init_latents(
-        self,
-        batch_size: int,
-        device: torch.device | str = "cpu",
-        dtype: torch.dtype = torch.float32,
-        mode: str = "random",
-        std: float = 0.1,
-        generator: Optional[torch.Generator] = None,
-    ) -> list[Tensor]:
-        """Free latents x(1..L) of the generative model, input side first."""
-        if mode not in ("random", "zeros"):
-            raise ConfigError(
-                f"latent_init={mode!r} is not available for the generative model; "
-                "use 'random' or 'zeros'"
-            )
-        latents = []
-        for d in self.dims[1:]:
-            if mode == "zeros":
-                latents.append(torch.zeros(batch_size, d, device=device, dtype=dtype))
-            else:
-                z = torch.randn(batch_size, d, generator=generator, dtype=dtype)
-                latents.append(z.mul_(std).to(device))
-        return latents
-
-    def initial_state(
-        self,
-        x: Tensor,
-        y: Optional[Tensor],
-        mode: str = "random",
-        std: float = 0.1,
-        generator: Optional[torch.Generator] = None,
-    ) -> tuple[list[Tensor], list[bool]]:
-        """Chain latents (bottom first) and which of them are free to settle.
-
-        Generative: [x, x(1), ..., x(L)], x clamped. The label, if any, enters only
-        through the readout term, never as a latent.
-        Discriminative: [y, hidden L, ..., hidden 1, x] with x and y clamped (y is
-        required: at test the prediction is the sweep itself, see `PCNModule.predict_logits`).
-        """
-        if self.generative:
-            if mode == "amortized":
-                if not self.amortized:
-                    raise ConfigError("latent_init='amortized' needs amortized=True")
-                from pcn_lightning.equations import amortized_sweep
-
-                latents = amortized_sweep(x, self.amort, self.amort_acts)
-            else:
-                latents = self.init_latents(x.shape[0], x.device, x.dtype, mode, std, generator)
-            xs = [x] + latents
-            return xs, [False] + [True] * len(latents)
-        if y is None:
-            raise ValueError("the discriminative chain settles only with the label clamped")
-        if mode == "feedforward":
-            hidden = [h.clone() for h in self.feedforward(x)[1:-1]]
-        else:
-            hidden = self.init_latents(x.shape[0], x.device, x.dtype, mode, std, generator)
-        xs = [y] + hidden[::-1] + [x]
-        return xs, [False] + [True] * len(hidden) + [False]
-
-    def top_latent(self, xs: Sequence[Tensor]) -> Tensor:
-        """The latent the readout reads (x(L) generative, top hidden discriminative)."""
-        return xs[-1] if self.generative else xs[1]
+    def direct_energy(self, xs: Sequence[Tensor], active: Optional[Sequence[bool]] = None) -> Tensor:
+        """E from its definition, differentiable (for autograd in the tests)."""
+        return sum(t.direct_energy(xs[t.target], xs[t.source])
+                   for k, t in enumerate(self.terms) if active is None or active[k])

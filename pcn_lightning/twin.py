@@ -1,68 +1,98 @@
-"""`BackpropTwin`: the PCN's architecture trained by autograd, as a baseline.
+"""`BackpropTwin`: the same network description trained by backprop, as a baseline.
 
-Same dims, activations, readout, initialization, optimizer, learning rates and
-data as the `PCNModule` it shares its configuration with: swap the class in a
-config (`model.class_path: pcn_lightning.BackpropTwin`) to get the baseline for
-any PCN number. The network is the feedforward classifier input -> label of the
-same shape: hidden l+1 = f(l)(W(l) hidden l), scores = R hidden L, trained on
-1/2 ||y - scores||^2 (the PCN's supervised term; `loss: ce` for cross-entropy).
-For the generative direction its weights are the transposes of the generative
-ones (same shapes, same parameter count).
+A sibling LightningModule: it builds the PCN's network from the same `NetworkSpec`
+(same shapes, same initialization for the same seed) and trains its feedforward
+classifier (input -> label scores, `builders.twin_forward`) with autograd, with
+the same optimizer, learning rates, schedule and data. Swap the class in a config
+(`model.class_path: pcn_lightning.BackpropTwin`) to get the baseline of any PCN
+number; inference settings of the config are dropped.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Optional
 
+import lightning as L
 import torch
 import torch.nn.functional as F
+from torchmetrics import MeanMetric
+from torchmetrics.classification import MulticlassAccuracy
 
+from pcn_lightning.builders import NetworkSpec, build_network, twin_forward
 from pcn_lightning.errors import ConfigError
-from pcn_lightning.module import PCNModule
+from pcn_lightning.optim import attached_trainer, make_optimizer
+from pcn_lightning.settings import Learning, from_flat
 
 Tensor = torch.Tensor
 
 
-class BackpropTwin(PCNModule):
+class BackpropTwin(L.LightningModule):
     """Feedforward twin of a PCN, trained with backprop (automatic optimization).
 
-    Takes every argument of `PCNModule` (inference settings are ignored) plus:
-
     Args:
-        loss: "mse" (1/2 ||one_hot(y) - scores||^2 per sample, the PCN's
-            supervised term) or "ce" (cross-entropy).
+        network, learning, input_shape, output_dim: as for `PCNModule`.
+        loss: "mse" (1/2 ||one_hot(y) - scores||^2 per sample, the PCN's label
+            term) or "ce" (cross-entropy).
     """
 
-    def __init__(self, *args: Any, loss: str = "mse", **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, network: NetworkSpec = NetworkSpec(dims=[784, 256, 10]), learning: Learning = Learning(),
+                 loss: str = "mse", input_shape: Optional[list[int]] = None, output_dim: int = 10) -> None:
+        super().__init__()
+        self.save_hyperparameters()
         if loss not in ("mse", "ce"):
             raise ConfigError(f"unknown twin loss {loss!r}; choose 'mse' or 'ce'")
-        self.loss_name = loss
-        self.automatic_optimization = True
+        shape = input_shape or [network.dims[0] if network.dims else 784]
+        self.net = build_network(network, shape, output_dim)
+        self.learning, self.loss_name = learning, loss
+        self.rates = learning.rates(len(self.net.terms))
+        C = self.net.num_classes
+        self.metrics = torch.nn.ModuleDict()
+        for stage in ("val", "test"):
+            self.metrics[f"{stage}_acc_top1"] = MulticlassAccuracy(C, top_k=1, average="micro")
+            if C >= 3:
+                self.metrics[f"{stage}_acc_top3"] = MulticlassAccuracy(C, top_k=3, average="micro")
+
+    @classmethod
+    def from_flat(cls, **kwargs) -> "BackpropTwin":
+        """Build from flat settings: BackpropTwin.from_flat(dims=[784, 256], eta_learn=1e-3)."""
+        return from_flat(cls, kwargs)
 
     def forward(self, x: Tensor) -> Tensor:
-        h = x
-        for W, f in zip(self.net.weights, self.net.acts):
-            h = f.f(h @ W if self.net.generative else h @ W.T)
-        return h @ self.net.readout.T
+        return twin_forward(self.net, x)
+
+    def configure_optimizers(self):
+        trainer = attached_trainer(self)
+        max_epochs = trainer.max_epochs if trainer is not None else None
+        return make_optimizer(self.net, [], self.rates, self.learning, max_epochs)
 
     def training_step(self, batch, batch_idx: int) -> Tensor:
-        x, y = self._flatten_batch(batch)
+        x, y = batch
         scores = self(x)
         if self.loss_name == "ce":
             loss = F.cross_entropy(scores, y)
         else:
-            target = F.one_hot(y, self.net.output_dim).to(scores.dtype)
-            loss = 0.5 * (target - scores).pow(2).sum(1).mean()
+            loss = 0.5 * (F.one_hot(y, self.net.num_classes).to(scores.dtype) - scores).pow(2).sum(1).mean()
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True)
         return loss
 
-    def on_train_epoch_end(self) -> None:
-        pass  # Lightning steps schedulers itself under automatic optimization
-
-    def predict_logits(self, x: Tensor, generator=None) -> Tensor:
+    def predict_logits(self, x: Tensor) -> Tensor:
         with torch.no_grad():
             return self(x)
 
-    def eval_outputs(self, x: Tensor, batch_idx: int) -> tuple[Tensor, Tensor]:
-        return self.predict_logits(x), torch.zeros((), device=x.device)
+    def _eval_step(self, stage: str, batch) -> Tensor:
+        x, y = batch
+        logits = self.predict_logits(x)
+        for name, metric in self.metrics.items():
+            if name.startswith(stage):
+                metric.update(logits, y)
+                self.log(f"{stage}/{name[len(stage) + 1:]}", metric, on_epoch=True, prog_bar=name.endswith("top1"))
+        return logits
+
+    def validation_step(self, batch, batch_idx: int) -> Tensor:
+        return self._eval_step("val", batch)
+
+    def test_step(self, batch, batch_idx: int) -> Tensor:
+        return self._eval_step("test", batch)
+
+    def predict_step(self, batch, batch_idx: int) -> Tensor:
+        return self.predict_logits(batch[0] if isinstance(batch, (tuple, list)) else batch)

@@ -48,7 +48,7 @@ CASES = [
 def other_ckpt(tmp_path_factory):
     """A checkpoint of a different architecture (a 64-unit latent layer)."""
     from pcn_lightning import PCNModule
-    m = PCNModule(dims=[784, 64, 10], output_dim=10)
+    m = PCNModule.from_flat(dims=[784, 64, 10], output_dim=10)
     path = tmp_path_factory.mktemp("ckpt") / "other.ckpt"
     torch.save({"state_dict": m.state_dict()}, path)
     return path

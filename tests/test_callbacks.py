@@ -41,7 +41,7 @@ def fit(module, callbacks, logger=False, epochs=1, data=None):
 def module(**kw):
     torch.manual_seed(0)  # the weights must not depend on which tests ran before
     base = dict(dims=[20, 16, 8], output_dim=4, activations="tanh", T_infer=30, eta_infer=0.05, eta_learn=0.01)
-    return PCNModule(**{**base, **kw})
+    return PCNModule.from_flat(**{**base, **kw})
 
 
 def test_settle_check_warns_when_inference_is_cut_short():

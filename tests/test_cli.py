@@ -9,7 +9,8 @@ import pytest
 import torch
 import yaml
 
-from pcn_lightning.data import input_dim_of
+from pcn_lightning import NetworkSpec, build_network
+from pcn_lightning.data import input_dim_of, input_shape_of, num_classes_of
 from tests.conftest import REPO
 
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
@@ -34,13 +35,13 @@ def test_smoke_fit_then_test_with_overrides(tmp_path, fmnist_session_dir):
     assert "test/acc_top1" in r.stdout
     run = tmp_path / "logs" / "smoke" / "version_0"
     saved = yaml.safe_load((run / "config.yaml").read_text())
-    assert saved["model"]["init_args"]["T_infer"] == 7
+    assert saved["model"]["init_args"]["inference"]["T_infer"] == 7
     assert saved["trainer"]["max_epochs"] == 2
     ckpts = sorted(p.name for p in (run / "checkpoints").iterdir())
     assert "last.ckpt" in ckpts and any(n.startswith("best-") for n in ckpts)
     assert list(run.glob("events.out.tfevents.*"))
     hp = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["hyper_parameters"]
-    assert (hp["input_dim"], hp["output_dim"]) == (784, 10)  # linked from the data
+    assert (hp["input_shape"], hp["output_dim"]) == ([1, 28, 28], 10)  # linked from the data
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.stem)
@@ -48,8 +49,13 @@ def test_print_config_parses_and_dims_match_data(config, tmp_path):
     r = run_train(["--config", str(config), "--print_config"], tmp_path, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     cfg = yaml.safe_load(r.stdout)
-    dims = cfg["model"]["init_args"]["dims"]
-    assert dims[0] == input_dim_of(cfg["data"]["dataset"])
+    network = cfg["model"]["init_args"]["network"]
+    dataset = cfg["data"]["dataset"]
+    if network["dims"] is not None:
+        assert network["dims"][0] == input_dim_of(dataset)
+    # the description builds for the data's shape and classes
+    net = build_network(NetworkSpec(**network), input_shape_of(dataset), num_classes_of(dataset))
+    assert net.input_shape in (tuple(input_shape_of(dataset)), (input_dim_of(dataset),))
     assert not (tmp_path / "logs").exists()  # printing writes nothing
 
 

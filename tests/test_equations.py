@@ -1,70 +1,66 @@
 """The hand-written rules equal the autograd gradients of the energy, for every
-activation and both directions, including the supervised readout term."""
+activation and both directions, the label's term included; the fast settle paths
+equal the reference step."""
 
 import pytest
 import torch
 
-from pcn_lightning import equations as eq
+from pcn_lightning import NetworkSpec, build_network, settle
 from pcn_lightning.activations import ACTIVATIONS
-from pcn_lightning.network import PredictiveCodingNetwork
+from pcn_lightning.inference import ErrorBuffers, reference_step, relative_drop, step_in_place
+from pcn_lightning.settings import Inference
 
 DIMS = [7, 5, 4, 3]
 C = 3
 B = 6
 
 
-def autograd_energy(xs, weights, acts, readout=None, y=None):
-    """E written directly from its definition, for autograd."""
-    E = 0.0
-    for l, (W, f) in enumerate(zip(weights, acts)):
-        E = E + 0.5 * (xs[l] - f.f(xs[l + 1] @ W.T)).pow(2).sum()
-    if readout is not None and y is not None:
-        E = E + 0.5 * (y - xs[-1] @ readout.T).pow(2).sum()
-    return E
-
-
-def make_state(direction, activation, seed=0):
+def make_state(direction, activation, seed=0, precisions=None):
+    """A network and a state with every latent random; the label clamped."""
     torch.manual_seed(seed)
-    net = PredictiveCodingNetwork(DIMS, C, activation, direction).double()
+    net = build_network(NetworkSpec(direction=direction, dims=DIMS, activations=activation, precisions=precisions),
+                        [DIMS[0]], C).double()
     x = torch.randn(B, DIMS[0], dtype=torch.float64)
     y = torch.nn.functional.one_hot(torch.randint(0, C, (B,)), C).double()
-    if direction == "discriminative":
-        xs, free = net.initial_state(x, y, mode="random", std=1.0)
-    else:
-        xs, free = net.initial_state(x, None, mode="random", std=1.0)
-    return net, xs, free, y
+    xs, free = net.initial_state(x, y, "random", std=1.0)
+    return net, xs, free
 
 
 def rel_err(a, b):
     return ((a - b).norm() / b.norm().clamp_min(1e-300)).item()
 
 
+def autograd_latent_grads(net, xs, free):
+    leaves = [x.detach().clone().requires_grad_(f) for x, f in zip(xs, free)]
+    E = net.direct_energy(leaves)
+    return torch.autograd.grad(E, [x for x, f in zip(leaves, free) if f])
+
+
 @pytest.mark.parametrize("direction", ["generative", "discriminative"])
 @pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
 def test_latent_update_is_minus_dE_dx(direction, activation):
-    net, xs, free, y = make_state(direction, activation)
-    weights, acts, readout = net.chain()
-    y_sup = y if direction == "generative" else None
+    net, xs, free = make_state(direction, activation)
     with torch.no_grad():
-        errors = eq.prediction_errors(xs, weights, acts, readout, y_sup)
-        grads = eq.latent_gradients(xs, weights, errors, free, readout)
-    leaves = [x.detach().clone().requires_grad_(f) for x, f in zip(xs, free)]
-    E = autograd_energy(leaves, [W.detach() for W in weights], acts,
-                        readout.detach() if readout is not None else None, y_sup)
-    auto = torch.autograd.grad(E, [x for x, f in zip(leaves, free) if f])
+        errors = net.errors(xs)
+        grads = net.latent_gradients(errors, free)
+    auto = autograd_latent_grads(net, xs, free)
     mine = [g for g in grads if g is not None]
-    assert len(mine) == len(auto) == sum(free)
+    assert len(mine) == len(auto) == sum(free) == len(DIMS) - 1
     for g, a in zip(mine, auto):
         assert rel_err(g, a) < 1e-10
-
-    # and inference_step moves each free latent by exactly -eta * dE/dx
+    # the reference step and the in-place step both move each free latent by exactly -eta dE/dx
     eta = 0.01
+    new, _ = reference_step(net, xs, free, eta, [True] * len(net.terms))
     before = [x.clone() for x in xs]
-    eq.inference_step(xs, weights, errors, free, eta, readout)
+    with torch.no_grad():
+        buf = ErrorBuffers(net, xs, free, [True] * len(net.terms))
+        step_in_place(net, xs, free, eta, buf.update(xs, first=True))
     it = iter(auto)
-    for x0, x1, f in zip(before, xs, free):
+    for x0, x1, x2, f in zip(before, xs, new, free):
         if f:
-            assert rel_err(x1 - x0, -eta * next(it)) < 1e-10
+            a = next(it)
+            assert rel_err(x1 - x0, -eta * a) < 1e-10
+            assert rel_err(x2 - x0, -eta * a) < 1e-10
         else:
             assert torch.equal(x0, x1)
 
@@ -72,66 +68,54 @@ def test_latent_update_is_minus_dE_dx(direction, activation):
 @pytest.mark.parametrize("direction", ["generative", "discriminative"])
 @pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
 def test_hebbian_gradient_is_dE_dW(direction, activation):
-    net, xs, free, y = make_state(direction, activation, seed=1)
-    weights, acts, readout = net.chain()
-    y_sup = y if direction == "generative" else None
+    net, xs, free = make_state(direction, activation, seed=1)
     with torch.no_grad():
-        errors = eq.prediction_errors(xs, weights, acts, readout, y_sup)
-        grads, grad_r = eq.weight_gradients(xs, errors)
-    params = net.chain_parameters()
-    E = autograd_energy(xs, weights, acts, readout, y_sup)
-    auto = torch.autograd.grad(E, params)
-    mine = grads + ([grad_r] if grad_r is not None else [])
-    assert len(mine) == len(auto) == net.n_layers + 1
-    for g, a in zip(mine, auto):
-        assert g.shape == a.shape
+        pairs = net.weight_gradients(net.errors(xs))
+    params = [p for p, _ in pairs]
+    assert len(params) == len(net.terms) == len(DIMS)  # W(0..L-1) and the readout
+    auto = torch.autograd.grad(net.direct_energy(xs), params)
+    for (p, g), a in zip(pairs, auto):
+        assert g.shape == p.shape == a.shape
         assert rel_err(g, a) < 1e-10
 
 
 def test_energy_matches_definition():
-    net, xs, free, y = make_state("generative", "tanh")
-    weights, acts, readout = net.chain()
-    errors = eq.prediction_errors(xs, weights, acts, readout, y)
-    direct = autograd_energy(xs, weights, acts, readout, y)
-    assert torch.allclose(eq.energy(errors), direct, rtol=1e-12)
-    per = eq.layer_energies(errors)
-    assert per.shape == (net.n_layers + 1,)
+    net, xs, free = make_state("generative", "tanh")
+    errors = net.errors(xs)
+    assert torch.allclose(net.energies(errors).sum(), net.direct_energy(xs), rtol=1e-12)
+    assert net.energies(errors).shape == (len(DIMS),)
+    assert torch.allclose(net.sample_energies(errors).sum(), net.direct_energy(xs), rtol=1e-12)
 
 
 @pytest.mark.parametrize("direction", ["generative", "discriminative"])
 @pytest.mark.parametrize("activation", ["relu", "tanh", "linear"])
 def test_energy_non_increasing_over_settle(direction, activation):
-    net, xs, free, y = make_state(direction, activation, seed=2)
-    weights, acts, readout = net.chain()
-    y_sup = y if direction == "generative" else None
+    net, xs, free = make_state(direction, activation, seed=2)
     with torch.no_grad():
-        res = eq.settle(xs, weights, acts, free, T_infer=200, eta_infer=0.01,
-                        readout=readout, y=y_sup, record=True)
+        res = settle(net, xs, free, Inference(T_infer=200, eta_infer=0.01), record=True)
     total = res.trace.sum(1)
-    assert res.trace.shape == (201, net.n_layers + 1)  # the readout term in both directions
+    assert res.trace.shape == (201, len(DIMS))  # the label's term in both directions
     assert res.steps == 200
     assert (total[1:] <= total[:-1] + 1e-12).all()
     assert total[-1] < total[0]
     # the returned errors belong to the final latents (no stale errors for learning)
-    fresh = eq.prediction_errors(xs, weights, acts, readout, y_sup)
-    assert torch.allclose(eq.energy(fresh), eq.energy(res.errors))
+    assert torch.allclose(net.energies(net.errors(xs)).sum(), net.energies(res.errors).sum())
 
 
 def test_settle_tolerance_stops_early():
-    net, xs, free, y = make_state("generative", "tanh", seed=3)
-    weights, acts, readout = net.chain()
+    net, xs, free = make_state("generative", "tanh", seed=3)
     with torch.no_grad():
-        res = eq.settle([x.clone() for x in xs], weights, acts, free, 2000, 0.05,
-                        readout, y, record=True, tol=1e-3)
+        res = settle(net, xs, free, Inference(T_infer=2000, eta_infer=0.05, settle_tol=1e-3), record=True)
     assert 0 < res.steps < 2000
-    assert eq.relative_drop(res.trace.sum(1)) < 1e-2
+    assert relative_drop(res.trace.sum(1)) < 1e-2
 
 
 def test_relative_drop():
     flat = torch.tensor([10.0] + [1.0] * 20)
     falling = torch.linspace(10, 1, 21)
-    assert eq.relative_drop(flat) == 0.0
-    assert eq.relative_drop(falling) > 0.1
+    assert relative_drop(flat) == 0.0
+    assert relative_drop(falling) > 0.1
+    assert relative_drop(torch.linspace(1, 10, 21)) < 0  # a rising energy
 
 
 @pytest.mark.parametrize(
@@ -144,108 +128,95 @@ def test_relative_drop():
 )
 @pytest.mark.parametrize("direction", ["generative", "discriminative"])
 def test_seed_parameter_counts(dims, classes, count, direction):
-    net = PredictiveCodingNetwork(dims, classes, "relu", direction)
+    net = build_network(NetworkSpec(direction=direction, dims=dims), [dims[0]], classes)
     assert sum(p.numel() for p in net.parameters()) == count
 
 
 @pytest.mark.parametrize("direction", ["generative", "discriminative"])
 @pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
 def test_buffered_errors_equal_the_formulas(direction, activation):
-    net, xs, free, y = make_state(direction, activation, seed=4)
-    weights, acts, readout = net.chain()
-    y_sup = y if direction == "generative" else None
+    net, xs, free = make_state(direction, activation, seed=4, precisions=[0.3, 1.0, 2.0, 0.5])
+    active = [True] * len(net.terms)
     with torch.no_grad():
-        plain = eq.prediction_errors(xs, weights, acts, readout, y_sup)
-        buf = eq.error_buffers(xs, acts, y_sup is not None, C)
-        for _ in range(2):  # reusing the buffers gives the same numbers
-            fused = eq.prediction_errors(xs, weights, acts, readout, y_sup, out=buf)
-    for name in ("preacts", "eps", "h"):
-        for p, f in zip(getattr(plain, name), getattr(fused, name)):
-            assert torch.allclose(p, f, rtol=1e-12, atol=1e-14), name
-    if y_sup is not None:
-        assert torch.allclose(plain.eps_y, fused.eps_y, rtol=1e-12, atol=1e-14)
+        plain = net.errors(xs)
+        buf = ErrorBuffers(net, xs, free, active)
+        buf.update(xs, first=True)
+        fused = buf.update(xs)  # reusing the buffers gives the same numbers
+    for p, f in zip(plain, fused):
+        for name in ("a", "eps", "h"):
+            assert torch.allclose(getattr(p, name), getattr(f, name), rtol=1e-12, atol=1e-14), name
 
 
 @pytest.mark.parametrize("direction", ["generative", "discriminative"])
 @pytest.mark.parametrize("activation", ["linear", "relu", "tanh"])
 def test_precision_weighted_rules_equal_autograd(direction, activation):
-    """With per-layer precisions E = 1/2 sum pi(l) ||eps(l)||^2: every rule still equals autograd."""
-    net, xs, free, y = make_state(direction, activation, seed=5)
-    weights, acts, readout = net.chain()
-    y_sup = y if direction == "generative" else None
-    pi = [0.3, 2.0, 0.05, 0.7][: len(weights)]
-    pi_y = 0.2 if y_sup is not None else 1.0
-
-    def E_auto(xs_, ws_, r_):
-        E = 0.0
-        for l, (W, f) in enumerate(zip(ws_, acts)):
-            E = E + 0.5 * pi[l] * (xs_[l] - f.f(xs_[l + 1] @ W.T)).pow(2).sum()
-        if y_sup is not None:
-            E = E + 0.5 * pi_y * (y_sup - xs_[-1] @ r_.T).pow(2).sum()
-        return E
-
+    """With per-term precisions E = 1/2 sum pi(k) ||eps(k)||^2: every rule still equals autograd."""
+    net, xs, free = make_state(direction, activation, seed=5, precisions=[0.3, 2.0, 0.05, 0.2])
     with torch.no_grad():
-        errors = eq.prediction_errors(xs, weights, acts, readout, y_sup, precisions=pi, precision_y=pi_y)
-        buf = eq.error_buffers(xs, acts, y_sup is not None, C, pi)
-        fused = eq.prediction_errors(xs, weights, acts, readout, y_sup, out=buf, precisions=pi, precision_y=pi_y)
-        gx = eq.latent_gradients(xs, weights, errors, free, readout)
-        gw, gr = eq.weight_gradients(xs, errors)
-    leaves = [x.detach().clone().requires_grad_(f) for x, f in zip(xs, free)]
-    E = E_auto(leaves, [W.detach() for W in weights], readout.detach() if readout is not None else None)
-    assert torch.allclose(eq.energy(errors), E.detach(), rtol=1e-12)
-    assert torch.allclose(eq.energy(fused), E.detach(), rtol=1e-12)
-    auto_x = torch.autograd.grad(E, [x for x, f in zip(leaves, free) if f])
-    for g, a in zip([g for g in gx if g is not None], auto_x):
+        errors = net.errors(xs)
+        gx = net.latent_gradients(errors, free)
+        gw = net.weight_gradients(errors)
+    E = net.direct_energy(xs)
+    assert torch.allclose(net.energies(errors).sum(), E.detach(), rtol=1e-12)
+    for g, a in zip([g for g in gx if g is not None], autograd_latent_grads(net, xs, free)):
         assert rel_err(g, a) < 1e-10
-    auto_w = torch.autograd.grad(E_auto(xs, weights, readout), net.chain_parameters())
-    for g, a in zip(gw + ([gr] if gr is not None else []), auto_w):
+    for (p, g), a in zip(gw, torch.autograd.grad(E, [p for p, _ in gw])):
         assert rel_err(g, a) < 1e-10
-    # the in-place step moves the latents by exactly -eta dE/dx
-    before = [x.clone() for x in xs]
-    eq.inference_step(xs, weights, fused, free, 0.01, readout)
-    it = iter(auto_x)
-    for x0, x1, f in zip(before, xs, free):
-        if f:
-            assert rel_err(x1 - x0, -0.01 * next(it)) < 1e-10
 
 
 @pytest.mark.parametrize("direction", ["generative", "discriminative"])
 def test_compiled_settle_equals_eager(direction):
-    """compile_settle runs `settle_step` through torch.compile: the same latents,
+    """compile_settle runs the reference step through torch.compile: the same latents,
     errors and energy trace as the in-place eager loop (float64, so only the
     compiler's reassociation separates them)."""
-    net, xs, free, y = make_state(direction, "tanh", seed=4)
-    weights, acts, readout = net.chain()
-    y_sup = y if direction == "generative" else None
-    pis = dict(precisions=[0.5, 1.0, 2.0, 1.5][: len(weights)], precision_y=0.7)
+    net, xs, free = make_state(direction, "tanh", seed=4, precisions=[0.5, 1.0, 2.0, 0.7])
     with torch.no_grad():
         a = [x.clone() for x in xs]
         b = [x.clone() for x in xs]
-        ra = eq.settle(a, weights, acts, free, 30, 0.05, readout, y_sup, record=True, **pis)
-        rb = eq.settle(b, weights, acts, free, 30, 0.05, readout, y_sup, record=True, compiled=True, **pis)
+        ra = settle(net, a, free, Inference(T_infer=30, eta_infer=0.05), record=True)
+        rb = settle(net, b, free, Inference(T_infer=30, eta_infer=0.05, compile_settle=True), record=True)
     for p, q in zip(a, b):
         assert torch.allclose(p, q, rtol=1e-9, atol=1e-12)
     assert torch.allclose(ra.trace, rb.trace, rtol=1e-9)
     assert ra.trace[-1].sum() < ra.trace[0].sum()
-    for p, q in zip(ra.errors.h, rb.errors.h):
-        assert torch.allclose(p, q, rtol=1e-9, atol=1e-12)
+    for p, q in zip(ra.errors, rb.errors):
+        assert torch.allclose(p.h, q.h, rtol=1e-9, atol=1e-12)
 
 
 @pytest.mark.parametrize("direction", ["generative", "discriminative"])
-def test_settle_equals_the_plain_rule(direction):
-    """The buffered loop (in-place updates, the clamped layer's prediction computed
-    once) against x <- x - eta dE/dx written out with fresh tensors every step."""
-    net, xs, free, y = make_state(direction, "tanh", seed=5)
-    weights, acts, readout = net.chain()
-    y_sup = y if direction == "generative" else None
+def test_settle_equals_the_reference_step(direction):
+    """The buffered loop (in-place updates, the clamped node's prediction made once)
+    against the reference step x <- x - eta dE/dx with fresh tensors every step."""
+    net, xs, free = make_state(direction, "tanh", seed=5)
     plain = [x.clone() for x in xs]
+    active = [True] * len(net.terms)
     with torch.no_grad():
-        res = eq.settle(xs, weights, acts, free, 25, 0.05, readout, y_sup)
+        res = settle(net, xs, free, Inference(T_infer=25, eta_infer=0.05))
         for _ in range(25):
-            errors = eq.prediction_errors(plain, weights, acts, readout, y_sup)
-            grads = eq.latent_gradients(plain, weights, errors, free, readout)
-            plain = [x if g is None else x - 0.05 * g for x, g in zip(plain, grads)]
-        final = eq.prediction_errors(plain, weights, acts, readout, y_sup)
+            plain, _ = reference_step(net, plain, free, 0.05, active)
+        final = net.errors(plain)
     for p, q in zip(xs, plain):
         assert torch.allclose(p, q, rtol=1e-12, atol=1e-12)
-    assert torch.allclose(eq.energy(res.errors), eq.energy(final), rtol=1e-12)
+    assert torch.allclose(net.energies(res.errors).sum(), net.energies(final).sum(), rtol=1e-12)
+
+
+@pytest.mark.parametrize("direction", ["generative", "discriminative"])
+def test_label_free_settle_drops_leaves_and_fills_them_in(direction):
+    """With the label free, its term (and in the discriminative chain every term, in
+    turn) is dropped from settling and its node set to its prediction: the exact
+    minimum over those nodes. The discriminative network's label-free state is the
+    feedforward sweep, reached in zero steps."""
+    net, xs, free = make_state(direction, "tanh", seed=6)
+    x = xs[net.data]
+    state, free = net.initial_state(x, None, "random", std=1.0, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        res = settle(net, state, free, Inference(T_infer=40, eta_infer=0.05))
+    label_term = next(k for k, t in enumerate(net.terms) if t.target == net.label)
+    assert not res.active[label_term]
+    t = net.terms[label_term]
+    assert torch.equal(state[net.label], t.act.f(t.map.predict(state[t.source])[0]))
+    if direction == "discriminative":
+        assert not any(res.active) and res.steps == 0
+        assert all(e.abs().max() < 1e-12 for e in [e.eps for e in net.errors(state)])
+    else:
+        assert all(res.active[k] for k in range(len(net.terms)) if k != label_term) and res.steps == 40

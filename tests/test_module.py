@@ -7,7 +7,6 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from pcn_lightning import BackpropTwin, PCNModule
-from pcn_lightning import equations as eq
 
 
 def random_loader(n=64, d=12, classes=4, batch=16, seed=0):
@@ -21,28 +20,30 @@ def test_sgd_step_is_the_seed_rule():
     """One SGD step with lr eta gives W += eta * h x^T / B (and R likewise)."""
     torch.manual_seed(0)
     eta = 0.05
-    m = PCNModule(dims=[12, 8, 6, 4], output_dim=4, activations="tanh", T_infer=5,
+    m = PCNModule.from_flat(dims=[12, 8, 6, 4], output_dim=4, activations="tanh", T_infer=5,
                   eta_infer=0.1, eta_learn=eta, optimizer="sgd", latent_init="random")
     opt = m.configure_optimizers()
     x = torch.randn(10, 12)
     y = torch.randint(0, 4, (10,))
     xs, res = m.settle_batch(x, y, generator=torch.Generator().manual_seed(1))
-    before = [p.detach().clone() for p in m.net.chain_parameters()]
-    grads, grad_r = eq.weight_gradients(xs, res.errors)
-    m._apply_gradients(m.net.chain_parameters(), grads + [grad_r], 10)
+    pairs = m.net.weight_gradients(res.errors)
+    before = [p.detach().clone() for p, _ in pairs]
+    m._set_gradients([p for p, _ in pairs], [g for _, g in pairs], 10)
     opt.step()
     B = 10
-    for l, (W0, W1) in enumerate(zip(before[:-1], m.net.chain_parameters()[:-1])):
-        expected = W0 + eta * res.errors.h[l].T @ xs[l + 1] / B
-        assert torch.allclose(W1, expected, atol=1e-7, rtol=1e-6)
-    R_expected = before[-1] + eta * res.errors.eps_y.T @ xs[-1] / B
-    assert torch.allclose(m.net.readout, R_expected, atol=1e-7, rtol=1e-6)
+    for t, e, W0 in zip(m.net.terms, res.errors, before):  # W(0..2), then the readout R
+        expected = W0 + eta * e.h.T @ xs[t.source] / B
+        assert torch.allclose(t.map.weight, expected, atol=1e-7, rtol=1e-6)
+    readout = m.net.terms[-1]
+    assert readout.name == "readout" and readout.target == m.net.label
+    R_expected = before[-1] + eta * res.errors[-1].eps.T @ xs[readout.source] / B
+    assert torch.allclose(readout.map.weight, R_expected, atol=1e-7, rtol=1e-6)
 
 
 @pytest.mark.parametrize("direction,init", [("generative", "random"), ("discriminative", "feedforward")])
 def test_trainer_run_learns_without_autograd(direction, init):
     L.seed_everything(0)
-    m = PCNModule(dims=[12, 16, 8], output_dim=4, activations="tanh", direction=direction,
+    m = PCNModule.from_flat(dims=[12, 16, 8], output_dim=4, activations="tanh", direction=direction,
                   latent_init=init, T_infer=20, eta_infer=0.1, eta_learn=0.01, optimizer="adam")
     before = [p.detach().clone() for p in m.parameters()]
     loader = random_loader()
@@ -50,7 +51,7 @@ def test_trainer_run_learns_without_autograd(direction, init):
 
     class Record(L.Callback):
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-            energies.append(pl_module.last_layer_energies.sum().item())
+            energies.append(pl_module.last_term_energies.sum().item())
 
     trainer = L.Trainer(max_epochs=8, accelerator="cpu", logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, callbacks=[Record()])
@@ -63,7 +64,7 @@ def test_trainer_run_learns_without_autograd(direction, init):
 
 
 def test_t_learn_micro_steps_advance_global_step():
-    m = PCNModule(dims=[12, 8, 4], output_dim=4, T_infer=3, t_learn=3)
+    m = PCNModule.from_flat(dims=[12, 8, 4], output_dim=4, T_infer=3, t_learn=3)
     trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False)
     trainer.fit(m, random_loader())
@@ -71,16 +72,17 @@ def test_t_learn_micro_steps_advance_global_step():
 
 
 def test_per_layer_learning_rates():
-    m = PCNModule(dims=[12, 8, 6, 4], output_dim=4, eta_learn=[0.1, 0.2, 0.3, 0.4], optimizer="sgd")
+    m = PCNModule.from_flat(dims=[12, 8, 6, 4], output_dim=4, eta_learn=[0.1, 0.2, 0.3, 0.4], optimizer="sgd")
     opt = m.configure_optimizers()
     assert [g["lr"] for g in opt.param_groups] == [0.1, 0.2, 0.3, 0.4]
-    assert opt.param_groups[-1]["params"][0] is m.net.readout
+    assert opt.param_groups[-1]["params"][0] is m.net.terms[-1].map.weight
+    assert m.net.terms[-1].name == "readout"
 
 
 @pytest.mark.parametrize("direction", ["generative", "discriminative"])
 def test_label_permutation_leaves_predictions_unchanged(direction):
     torch.manual_seed(0)
-    m = PCNModule(dims=[12, 8, 4], output_dim=4, direction=direction,
+    m = PCNModule.from_flat(dims=[12, 8, 4], output_dim=4, direction=direction,
                   latent_init="random" if direction == "generative" else "feedforward", T_infer=10)
     x = torch.randn(16, 12)
     y = torch.randint(0, 4, (16,))
@@ -93,7 +95,7 @@ def test_label_permutation_leaves_predictions_unchanged(direction):
 @pytest.mark.parametrize("direction", ["generative", "discriminative"])
 def test_twin_has_the_pcn_shapes(direction):
     kw = dict(dims=[3072, 1000, 500, 10], output_dim=10, direction=direction)
-    pcn, twin = PCNModule(**kw), BackpropTwin(**kw)
+    pcn, twin = PCNModule.from_flat(**kw), BackpropTwin.from_flat(**kw)
     assert [p.shape for p in pcn.parameters()] == [p.shape for p in twin.parameters()]
     assert sum(p.numel() for p in twin.parameters()) == 3_577_100
     assert twin(torch.randn(2, 3072)).shape == (2, 10)
@@ -102,7 +104,7 @@ def test_twin_has_the_pcn_shapes(direction):
 @pytest.mark.parametrize("direction,init", [("generative", "random"), ("discriminative", "feedforward")])
 def test_trainer_test_accuracy_equals_direct_computation(direction, init):
     L.seed_everything(0)
-    m = PCNModule(dims=[12, 16, 8], output_dim=4, activations="tanh", direction=direction,
+    m = PCNModule.from_flat(dims=[12, 16, 8], output_dim=4, activations="tanh", direction=direction,
                   latent_init=init, T_infer=20, eta_infer=0.1, eta_learn=0.01, optimizer="adam")
     trainer = L.Trainer(max_epochs=3, accelerator="cpu", logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False)
@@ -112,7 +114,7 @@ def test_trainer_test_accuracy_equals_direct_computation(direction, init):
     correct = total = 0
     top3 = 0
     for i, (x, y) in enumerate(test_loader):
-        logits, _ = m.eval_outputs(x, i)
+        logits, _ = m.eval_outputs(x)
         correct += (logits.argmax(1) == y).sum().item()
         top3 += (logits.topk(3, 1).indices == y[:, None]).any(1).sum().item()
         total += len(y)

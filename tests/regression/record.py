@@ -1,6 +1,7 @@
-"""Record the reference fingerprints (run once, on the code before the redesign):
+"""Record the reference fingerprints (run once, on the code before the redesign,
+commit f3e01e2; it refuses to overwrite them without --force):
 
-    python -m tests.regression.record
+    python -m tests.regression.record --force
 """
 
 from __future__ import annotations
@@ -18,6 +19,10 @@ OUT = Path(__file__).with_name("reference_30_steps.json")
 
 
 def main() -> None:
+    import sys
+
+    if OUT.exists() and "--force" not in sys.argv:
+        raise SystemExit(f"{OUT} holds the reference of the pre-redesign code; pass --force to overwrite it")
     ref = {}
     for name, config in RUNS.items():
         with tempfile.TemporaryDirectory() as d:
@@ -26,7 +31,7 @@ def main() -> None:
             assert rc == 0, name
             ckpt = next(Path(d).rglob("last.ckpt"))
             state = torch.load(ckpt, map_location="cpu", weights_only=False)
-            assert state["global_step"] == 30 * (1 if name != "x" else 1), state["global_step"]
+            assert state["global_step"] == 30, state["global_step"]
             ref[name] = {k: fingerprint(v) for k, v in state["state_dict"].items() if k.startswith("net.") or "precision" in k}
             print(name, list(ref[name]))
     OUT.write_text(json.dumps(ref, indent=1))

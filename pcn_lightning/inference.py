@@ -1,0 +1,169 @@
+"""Inference: settle the free latents by gradient descent on the energy.
+
+The seed's section 4, on any network of terms (see `network.PCNetwork`):
+
+    eps(k) = x(target k) - f(k)(map(k)(x(source k)))           every term's error
+    dE/dx(j) = sum_{k -> j} pi(k) eps(k)  -  sum_{j -> k} map(k)^T h(k)
+    x(j) <- x(j) - eta_infer * dE/dx(j)                         every free node
+
+`reference_step` is that, line by line, with fresh tensors. `settle` runs the
+same arithmetic in place into preallocated buffers (a clamped node's prediction
+computed once per settle, no allocation per step for dense maps), or, with
+`compile_settle`, each reference step through torch.compile. Tests prove all three
+equal.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import torch
+
+from pcn_lightning.network import PCNetwork
+from pcn_lightning.settings import Inference
+from pcn_lightning.terms import TermErrors
+
+Tensor = torch.Tensor
+
+
+@dataclass
+class SettleResult:
+    """What `settle` returns: the errors at the settled state and the energy trace."""
+
+    errors: list[Optional[TermErrors]]  # of the final latents (None: a dropped term): reuse them for learning
+    trace: Optional[Tensor]  # (steps + 1, n_terms) energies per term, if recorded
+    steps: int  # inference steps taken (< T_infer when stopped early)
+    active: list[bool]  # which terms settling handled
+    start: Optional[Tensor] = None  # (n_terms,) energies before the first step
+
+
+def reference_step(net: PCNetwork, xs: Sequence[Tensor], free: Sequence[bool], eta: float,
+                   active: Sequence[bool]) -> tuple[list[Tensor], list[Optional[TermErrors]]]:
+    """One inference step written as the math reads: the new latents and their errors."""
+    errors = net.errors(xs, active)
+    grads = net.latent_gradients(errors, free)
+    new = [x if g is None else x - eta * g for x, g in zip(xs, grads)]
+    return new, errors
+
+
+_COMPILED = {}
+
+
+def _compiled_step(net: PCNetwork, xs: Sequence[Tensor], errors: Sequence[Optional[TermErrors]],
+                   free: Sequence[bool], eta: float, active: Sequence[bool]):
+    """The reference step on errors already computed: x - eta dE/dx and the new errors,
+    as one function for torch.compile (one error sweep per step, as in the eager loop)."""
+    grads = net.latent_gradients(errors, free)
+    new = [x if g is None else x - eta * g for x, g in zip(xs, grads)]
+    return new, net.errors(new, active)
+
+
+def compiled_step():
+    if "step" not in _COMPILED:
+        _COMPILED["step"] = torch.compile(_compiled_step, dynamic=False)
+    return _COMPILED["step"]
+
+
+class ErrorBuffers:
+    """Preallocated a, eps, h of every active term; the predictions of terms whose
+    source is clamped are made once and kept (the weights do not move in a settle)."""
+
+    def __init__(self, net: PCNetwork, xs: Sequence[Tensor], free: Sequence[bool], active: Sequence[bool]) -> None:
+        self.net = net
+        self.errors: list[Optional[TermErrors]] = []
+        self.fixed: list[bool] = []
+        for k, t in enumerate(net.terms):
+            if not active[k]:
+                self.errors.append(None)
+                self.fixed.append(False)
+                continue
+            x_src, x_tgt = xs[t.source], xs[t.target]
+            a = x_tgt.new_empty(x_tgt.shape)
+            ctx = t.map.predict_into(x_src, a)
+            eps = torch.empty_like(x_tgt)
+            h = eps if t.shares_h_with_eps() else torch.empty_like(x_tgt)
+            self.errors.append(TermErrors(a, ctx, eps, h))
+            self.fixed.append(not free[t.source])
+
+    def update(self, xs: Sequence[Tensor], first: bool = False) -> list[Optional[TermErrors]]:
+        for k, (t, e) in enumerate(zip(self.net.terms, self.errors)):
+            if e is None:
+                continue
+            if not first and not self.fixed[k]:
+                e.ctx = t.map.predict_into(xs[t.source], e.a)
+            t.errors_into(e, xs[t.target])
+        return self.errors
+
+
+def step_in_place(net: PCNetwork, xs: Sequence[Tensor], free: Sequence[bool], eta: float,
+                  errors: Sequence[Optional[TermErrors]]) -> None:
+    """x(j) <- x(j) - eta dE/dx(j) for every free node, in place and fused:
+    x -= eta pi eps for the term predicting j, x += eta map^T h for the terms j predicts.
+    `errors` belong to the current xs (separate tensors: updating one node does not
+    disturb another's error)."""
+    for j, x in enumerate(xs):
+        if not free[j]:
+            continue
+        for k in net.targets_of[j]:
+            if errors[k] is not None:
+                x.sub_(errors[k].eps, alpha=eta * net.terms[k].pi)
+        for k in net.sources_of[j]:
+            if errors[k] is not None:
+                net.terms[k].map.transpose_add_(x, errors[k].h, errors[k].ctx, eta)
+
+
+def settle(net: PCNetwork, xs: list[Tensor], free: Sequence[bool], settings: Inference,
+           record: bool = False) -> SettleResult:
+    """Up to `settings.T_infer` inference steps on the free latents of `xs` (in place).
+
+    Terms whose free target is a leaf are dropped (see `PCNetwork.active_terms`) and
+    their nodes filled in at the end. The errors are computed T+1 times, the last
+    after the last step, so learning reuses them with no extra forward pass. With
+    `record`, each term's energy at every step is kept on the device (no host
+    sync); with `settings.settle_tol`, inference stops once the relative drop over
+    the last tenth of the steps is below it (that check syncs with the host).
+    """
+    active = net.active_terms(free)
+    T, eta, tol = settings.T_infer, settings.eta_infer, settings.settle_tol
+    steps, trace, start = 0, None, None
+    if any(active):
+        compiled = settings.compile_settle
+        buffers = None if compiled else ErrorBuffers(net, xs, free, active)
+        errors = net.errors(xs, active) if compiled else buffers.update(xs, first=True)
+        start = net.energies(errors)
+        trace = [start] if record else None
+        every = max(1, T // 10)
+        last_checked = net.energies(errors).sum().item() if tol is not None else None
+        step = compiled_step() if compiled else None
+        for t in range(T):
+            if compiled:
+                xs[:], errors = step(net, xs, errors, free, eta, active)
+            else:
+                step_in_place(net, xs, free, eta, errors)
+                errors = buffers.update(xs)
+            steps = t + 1
+            if record:
+                trace.append(net.energies(errors))
+            if tol is not None and steps % every == 0:
+                now = net.energies(errors).sum().item()
+                if last_checked - now < tol * abs(last_checked):
+                    break
+                last_checked = now
+    else:
+        errors = [None] * len(net.terms)
+    net.complete(xs, active)
+    return SettleResult(list(errors), torch.stack(trace) if record else None, steps, active, start)
+
+
+def relative_drop(trace_total: Tensor, fraction: float = 0.1) -> float:
+    """Relative energy drop over the last `fraction` of a settle's steps.
+
+    `trace_total` is the total energy per step, shape (steps + 1,). Near zero means
+    the latents have settled; a large value means inference was cut off mid-descent;
+    a negative value means the energy rose (inference diverging).
+    """
+    n = trace_total.numel() - 1
+    k = max(1, int(round(n * fraction)))
+    start, end = trace_total[n - k].item(), trace_total[n].item()
+    return (start - end) / max(abs(start), 1e-30)

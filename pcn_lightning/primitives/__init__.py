@@ -1,0 +1,10 @@
+"""Layer primitives: maps with hand-written prediction, transpose and Hebbian
+weight gradient (see `base`). Importing this package registers them all."""
+
+from pcn_lightning.primitives.base import REGISTRY, Map, build_map, register
+from pcn_lightning.primitives.dense import Dense
+from pcn_lightning.primitives.flatten import Flatten
+from pcn_lightning.primitives.sequential import Sequential
+from pcn_lightning.primitives.skip import Residual
+
+__all__ = ["REGISTRY", "Map", "build_map", "register", "Dense", "Flatten", "Sequential", "Residual"]

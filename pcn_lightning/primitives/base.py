@@ -1,0 +1,113 @@
+"""The primitive interface: a map with which one layer predicts another.
+
+A term of the energy predicts a target layer from a source layer:
+
+    a   = map.predict(x_source)          the prediction's pre-activation
+    eps = x_target - f(a)                its error
+    h   = pi * f'(a) * eps               the error at the pre-activation (h = -dE/da)
+
+and everything a predictive coding network needs from the map is hand-written:
+
+    map.transpose(h, ctx)      = J^T h, the error's way back to the source:
+                                 dE/dx_source = -map.transpose(h, ctx)
+    map.weight_grads(h, ctx)   = dE/dtheta for each of the map's parameters
+                                 (the Hebbian product, minus sign included)
+
+`predict` returns `(a, ctx)`; ctx holds what the two rules need (for a linear map,
+the source itself). A rule must not read a state tensor through ctx other than
+the one `predict` saw: the settle loop updates the latents in place, so a map
+whose transpose depends on x (a pre-activation, a max-pool) keeps what it needs
+(the slope, the winning index) in ctx at predict time.
+
+A new primitive is a subclass with these methods, registered with
+`@register("name")`; the network description (`layers:` in a config) refers to it
+by that name, and tests/test_primitives.py checks every registered primitive's
+rules against autograd through its `example()`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+import torch
+from torch import nn
+
+from pcn_lightning.errors import ConfigError
+
+Tensor = torch.Tensor
+Shape = tuple[int, ...]
+
+REGISTRY: dict[str, type["Map"]] = {}
+
+
+def register(name: str) -> Callable[[type["Map"]], type["Map"]]:
+    """Class decorator: make a primitive available to network descriptions as `name`."""
+
+    def add(cls: type["Map"]) -> type["Map"]:
+        REGISTRY[name] = cls
+        cls.registry_name = name
+        return cls
+
+    return add
+
+
+class Map(nn.Module):
+    """A predicting map from a source layer (per-sample shape `in_shape`) to a target."""
+
+    registry_name = "map"
+
+    def __init__(self, in_shape: Shape) -> None:
+        super().__init__()
+        self.in_shape = tuple(int(s) for s in in_shape)
+
+    @property
+    def out_shape(self) -> Shape:
+        raise NotImplementedError
+
+    # -- the three hand-written rules ------------------------------------------
+    def predict(self, x: Tensor) -> tuple[Tensor, Any]:
+        raise NotImplementedError
+
+    def transpose(self, h: Tensor, ctx: Any) -> Tensor:
+        raise NotImplementedError
+
+    def weight_grads(self, h: Tensor, ctx: Any) -> list[Tensor]:
+        """dE/dp for every p in self.parameters(), in that order (empty: no parameters)."""
+        return []
+
+    # -- optional fast paths (same numbers, fewer allocations) --------------------
+    def predict_into(self, x: Tensor, out: Tensor) -> Any:
+        """Write a into `out` (a preallocated tensor of a's shape); return ctx."""
+        a, ctx = self.predict(x)
+        out.copy_(a)
+        return ctx
+
+    def transpose_add_(self, dst: Tensor, h: Tensor, ctx: Any, alpha: float) -> None:
+        """dst += alpha * J^T h, in place."""
+        dst.add_(self.transpose(h, ctx), alpha=alpha)
+
+    def reset_parameters(self, init: str = "xavier_uniform") -> None:
+        """Initialize the parameters ("xavier_uniform" or "normal": N(0, 1))."""
+
+    # -- for the generic test -------------------------------------------------------
+    @classmethod
+    def example(cls) -> "Map":
+        """A small instance for the autograd test of this primitive's rules."""
+        raise NotImplementedError
+
+
+def check_positive_int(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{name} must be a positive integer; got {value!r}")
+    return value
+
+
+def build_map(name: str, in_shape: Shape, kwargs: Optional[dict] = None) -> Map:
+    """A registered primitive by name, with a clear error for an unknown one or bad arguments."""
+    if name not in REGISTRY:
+        raise ConfigError(f"unknown layer primitive {name!r}; registered: {sorted(REGISTRY)}")
+    kwargs = dict(kwargs or {})
+    try:
+        return REGISTRY[name](in_shape, **kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"bad arguments for {name!r} ({kwargs}): {exc}") from None

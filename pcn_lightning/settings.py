@@ -1,0 +1,196 @@
+"""Validated settings of a PCN run, one dataclass a concern.
+
+- `Inference`: how latents settle (one instance for training, one for evaluation);
+- `Learning`: how the parameters learn (optimizer, rates, schedule, rules).
+
+The network itself is described by `pcn_lightning.builders.NetworkSpec`. Each
+dataclass checks its own fields when created, so a bad value fails before any
+work with one message. `FLAT_ALIASES` lets the command line stay flat:
+`--model.T_infer 50` means `--model.inference.T_infer 50`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+from typing import Optional, Union
+
+from pcn_lightning.errors import ConfigError
+
+LATENT_INITS = ("random", "zeros", "feedforward", "amortized")
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULERS = (None, "cosine", "step")
+READOUT_LEARNING = ("clamped", "label_free")
+
+
+def positive_int(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{name} must be a positive integer; got {value!r}")
+    return value
+
+
+def positive_float(name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or not math.isfinite(value):
+        raise ConfigError(f"{name} must be a positive number; got {value!r}")
+    return float(value)
+
+
+def one_of(name: str, value, choices) -> None:
+    if value not in choices:
+        raise ConfigError(f"unknown {name} {value!r}; choose one of {list(choices)}")
+
+
+@dataclass
+class Inference:
+    """How the latents settle.
+
+    Args:
+        T_infer: inference steps (the most, with settle_tol).
+        eta_infer: inference step size.
+        settle_tol: stop once the energy fell by less than this fraction over the
+            last 10 % of T_infer steps (None: always T_infer steps).
+        latent_init: where latents start: "random" (the seed's), "zeros",
+            "feedforward" (predictions from the data outwards: the discriminative
+            network's exact label-free state), "amortized" (the learned bottom-up
+            guess of a generative network built with amortized=True).
+        latent_init_std: standard deviation of random latents.
+        compile_settle: run each step through torch.compile (same arithmetic, fused).
+    """
+
+    T_infer: int = 50
+    eta_infer: float = 0.05
+    settle_tol: Optional[float] = None
+    latent_init: str = "random"
+    latent_init_std: float = 0.1
+    compile_settle: bool = False
+
+    def __post_init__(self) -> None:
+        positive_int("T_infer", self.T_infer)
+        self.eta_infer = positive_float("eta_infer", self.eta_infer)
+        if self.settle_tol is not None:
+            positive_float("settle_tol", self.settle_tol)
+        one_of("latent_init", self.latent_init, LATENT_INITS)
+        positive_float("latent_init_std", self.latent_init_std)
+
+
+@dataclass
+class EvalInference:
+    """Inference at evaluation; every field left None is taken from training's."""
+
+    T_infer: Optional[int] = None
+    eta_infer: Optional[float] = None
+    settle_tol: Optional[float] = None
+    latent_init: Optional[str] = None
+
+    def resolve(self, train: Inference) -> Inference:
+        return Inference(
+            T_infer=self.T_infer if self.T_infer is not None else train.T_infer,
+            eta_infer=self.eta_infer if self.eta_infer is not None else train.eta_infer,
+            settle_tol=self.settle_tol,
+            latent_init=self.latent_init or train.latent_init,
+            latent_init_std=train.latent_init_std,
+            compile_settle=train.compile_settle,
+        )
+
+
+@dataclass
+class Learning:
+    """How the parameters learn from the settled errors.
+
+    Args:
+        eta_learn: learning rate, or one per term in the network's order (input
+            side first, the label's term last).
+        optimizer: sgd, adam or adamw, fed dE/dtheta / B as the gradient.
+        momentum: SGD momentum.
+        weight_decay: optimizer weight decay.
+        lr_scheduler: None, "cosine" (over max_epochs) or "step" (x0.1 every
+            lr_step_epochs), stepped once per epoch.
+        lr_step_epochs: period of the step scheduler.
+        t_learn: optimizer steps per batch on the frozen settled latents.
+        readout_learning: which state the label's term learns from: "clamped" (the
+            seed's: the state settled with the label) or "label_free" (a second
+            settle without the label, the state evaluation reads).
+        eta_amort: learning rate of the amortizer (amortized networks).
+        learn_precision: learn each term's precision by its own local rule.
+        eta_precision: learning rate of the log-precisions.
+        grad_clip_norm: clip the norm of the hand-set gradients before each step.
+    """
+
+    eta_learn: Union[float, list[float]] = 0.005
+    optimizer: str = "sgd"
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    lr_scheduler: Optional[str] = None
+    lr_step_epochs: int = 10
+    t_learn: int = 1
+    readout_learning: str = "clamped"
+    eta_amort: float = 0.001
+    learn_precision: bool = False
+    eta_precision: float = 0.01
+    grad_clip_norm: Optional[float] = None
+
+    def __post_init__(self) -> None:
+        etas = [self.eta_learn] if isinstance(self.eta_learn, (int, float)) else list(self.eta_learn)
+        for e in etas:
+            positive_float("eta_learn", e)
+        one_of("optimizer", self.optimizer, OPTIMIZERS)
+        one_of("lr_scheduler", self.lr_scheduler, SCHEDULERS)
+        positive_int("lr_step_epochs", self.lr_step_epochs)
+        positive_int("t_learn", self.t_learn)
+        one_of("readout_learning", self.readout_learning, READOUT_LEARNING)
+        positive_float("eta_amort", self.eta_amort)
+        positive_float("eta_precision", self.eta_precision)
+        if self.grad_clip_norm is not None:
+            positive_float("grad_clip_norm", self.grad_clip_norm)
+        if self.momentum < 0 or self.weight_decay < 0:
+            raise ConfigError("momentum and weight_decay must be >= 0")
+
+    def rates(self, n_terms: int) -> list[float]:
+        """One learning rate per term."""
+        if isinstance(self.eta_learn, (int, float)):
+            return [float(self.eta_learn)] * n_terms
+        if len(self.eta_learn) != n_terms:
+            raise ConfigError(
+                f"eta_learn has {len(self.eta_learn)} entries; give one number or {n_terms} "
+                f"(one per weight matrix W(0..{n_terms - 2}) and one for the readout)"
+            )
+        return [float(e) for e in self.eta_learn]
+
+
+def _aliases() -> dict[str, str]:
+    from pcn_lightning.builders import NetworkSpec
+
+    table = {}
+    for group, cls in (("network", NetworkSpec), ("inference", Inference), ("learning", Learning)):
+        for f in fields(cls):
+            table[f.name] = f"{group}.{f.name}"
+    table["T_infer_eval"] = "eval_inference.T_infer"
+    table["eta_infer_eval"] = "eval_inference.eta_infer"
+    table["latent_init_eval"] = "eval_inference.latent_init"
+    return table
+
+
+def flat_aliases() -> dict[str, str]:
+    """`T_infer` -> `inference.T_infer`, for every setting (names are unique)."""
+    return _aliases()
+
+
+def from_flat(cls, kwargs: dict):
+    """cls(network=NetworkSpec(...), inference=Inference(...), ...) from flat keyword arguments."""
+    from pcn_lightning.builders import NetworkSpec
+
+    makers = {"network": NetworkSpec, "inference": Inference, "learning": Learning, "eval_inference": EvalInference}
+    return cls(**{k: makers[k](**v) if k in makers else v for k, v in split_flat(kwargs).items()})
+
+
+def split_flat(kwargs: dict) -> dict:
+    """Flat keyword arguments -> {"network": {...}, "inference": {...}, ...}; other keys kept."""
+    table = flat_aliases()
+    out: dict = {}
+    for k, v in kwargs.items():
+        if k in table:
+            group, name = table[k].split(".")
+            out.setdefault(group, {})[name] = v
+        else:
+            out[k] = v
+    return out

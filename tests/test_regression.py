@@ -1,0 +1,48 @@
+"""The redesign changed no number: the shipped configs, trained 30 steps (seed 0,
+CPU) by today's code, give the weights recorded on the code before it."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from pcn_lightning import cli
+from tests.regression.fingerprint import RUNS, fingerprint, relative_distance, run_args
+
+REFERENCE = json.loads((Path(__file__).parent / "regression" / "reference_30_steps.json").read_text())
+
+
+def old_name(module_key: str, named: dict) -> str:
+    """The pre-redesign state-dict key of a parameter (net.weights.l, net.readout, net.amort.l)."""
+    return named[module_key]
+
+
+def current_weights(name: str, tmp_path: Path) -> dict:
+    rc = cli.main(run_args(RUNS[name]) + ["--trainer.logger.init_args.save_dir", str(tmp_path),
+                                          "--trainer.default_root_dir", str(tmp_path)])
+    assert rc == 0
+    ckpt = torch.load(next(tmp_path.rglob("last.ckpt")), map_location="cpu", weights_only=False)
+    assert ckpt["global_step"] == 30
+    state = ckpt["state_dict"]
+    # the old names: W(l) and the readout in eta_learn order, the amortizer's V(l)
+    terms = sorted({k.split(".")[2] for k in state if k.startswith("net.terms.")}, key=int)
+    out = {}
+    for i, k in enumerate(terms):
+        key = "net.readout" if i == len(terms) - 1 else f"net.weights.{i}"
+        out[key] = state[f"net.terms.{k}.map.weight"]
+    for k in sorted({k.split(".")[2] for k in state if k.startswith("net.amortizer.")}, key=int):
+        out[f"net.amort.{k}"] = state[f"net.amortizer.{k}.map.weight"]
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(RUNS))
+def test_thirty_steps_reproduce_the_pre_redesign_weights(name, tmp_path):
+    weights = current_weights(name, tmp_path)
+    ref = REFERENCE[name]
+    assert sorted(weights) == sorted(ref)
+    for key, tensor in weights.items():
+        fp = fingerprint(tensor)
+        assert fp["shape"] == ref[key]["shape"], key
+        # bitwise equal (torch.equal), not merely close
+        assert fp["sha256"] == ref[key]["sha256"], f"{key}: relative distance {relative_distance(fp, ref[key]):.2e}"
