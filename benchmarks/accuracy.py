@@ -45,6 +45,14 @@ RUNS = {
                             "PCN, generative, the seed's recipe (SGD, T_infer 50, batch 500)"),
     "twin_generative_seed": ("configs/fashion_mnist_seed_recipe.yaml", ["--model.class_path", "pcn_lightning.BackpropTwin"],
                              "backprop twin of the seed's recipe (same shape, SGD 0.005, epochs)"),
+    "pcn_discriminative_T4": ("configs/fashion_mnist.yaml", ["--model.T_infer", "4"],
+                              "PCN, discriminative, T_infer 4 (instead of 20)"),
+    "pcn_conv": ("configs/fashion_mnist_conv.yaml", [], "conv PCN (configs/fashion_mnist_conv.yaml)"),
+    "twin_conv": ("configs/fashion_mnist_conv.yaml", ["--model.class_path", "pcn_lightning.BackpropTwin"],
+                  "backprop twin of the conv PCN (same blocks, init, AdamW, lr, epochs)"),
+    "pcn_conv_T4": ("configs/fashion_mnist_conv.yaml", ["--model.T_infer", "4"], "conv PCN, T_infer 4"),
+    "pcn_conv_T8": ("configs/fashion_mnist_conv.yaml", ["--model.T_infer", "8"], "conv PCN, T_infer 8"),
+    "pcn_conv_T20": ("configs/fashion_mnist_conv.yaml", ["--model.T_infer", "20"], "conv PCN, T_infer 20"),
 }
 
 
@@ -75,9 +83,9 @@ def label_clamped_accuracy(ckpt: Path) -> float:
 def run_one(name: str, seed: int, workdir: Path) -> dict:
     config, extra, _ = RUNS[name]
     args = [sys.executable, str(REPO / "train.py"), "--config", str(REPO / config), *extra,
-            "--seed_everything", str(seed), "--model.seed", str(seed),
+            "--seed_everything", str(seed), *([] if any("BackpropTwin" in a for a in extra) else ["--model.seed", str(seed)]),
             "--trainer.logger.init_args.save_dir", str(workdir), "--trainer.logger.init_args.name", f"{name}_s{seed}",
-            "--trainer.enable_progress_bar", "false"]
+            "--trainer.enable_progress_bar", "false", "--trainer.callbacks+=callbacks.epoch_timer.EpochTimer"]
     t0 = time.perf_counter()
     r = subprocess.run(args, cwd=workdir, capture_output=True, text=True, env=dict(os.environ, PYTHONWARNINGS="ignore"))
     wall = time.perf_counter() - t0
@@ -90,6 +98,7 @@ def run_one(name: str, seed: int, workdir: Path) -> dict:
         "epochs": len(s.get("val/acc_top1", [])),
         "val_best": max(s["val/acc_top1"]),
         "test_top1": s["test/acc_top1"][-1], "test_top3": s["test/acc_top3"][-1],
+        "epoch_s": statistics.median(s["time/epoch_s"]) if "time/epoch_s" in s else None,
     }
     if name.startswith("pcn_generative"):
         best = next((run_dir / "checkpoints").glob("best-*.ckpt"))

@@ -9,6 +9,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.colors import LogNorm  # noqa: E402
 import torch  # noqa: E402
 from lightning.pytorch.loggers import TensorBoardLogger  # noqa: E402
 
@@ -52,6 +54,23 @@ def log_figure(trainer, tag: str, fig, step: Optional[int] = None) -> None:
         writer.add_figure(tag, fig, global_step=trainer.global_step if step is None else step, close=True)
     else:
         plt.close(fig)
+
+
+def row_ticks(ax, names: list[str]) -> None:
+    """Row labels that stay readable at depth: every row up to 24 rows, then every k-th."""
+    step = max(1, int(np.ceil(len(names) / 24)))
+    rows = list(range(0, len(names), step))
+    if rows[-1] != len(names) - 1:
+        rows.append(len(names) - 1)
+    ax.set_yticks(rows, [names[i] for i in rows], fontsize=8 if len(names) > 12 else 10)
+
+
+def log_norm(data: np.ndarray) -> LogNorm:
+    """A log colour scale over the positive values (errors span orders of magnitude with depth)."""
+    pos = data[np.isfinite(data) & (data > 0)]
+    lo, hi = (pos.min(), pos.max()) if pos.size else (1e-12, 1.0)
+    return LogNorm(vmin=lo, vmax=max(hi, lo * 10))
+
 
 
 class ProbeBatch:

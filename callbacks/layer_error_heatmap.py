@@ -8,38 +8,48 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from callbacks._common import ProbeBatch, is_pcn, log_figure, log_scalars
+from callbacks._common import ProbeBatch, is_pcn, log_figure, log_norm, log_scalars, row_ticks
 
 
 def heatmap_figure(total: np.ndarray, per_element: np.ndarray, names: list[str], epochs: list[int]):
-    """Two heatmaps, layers x epochs: total ||eps||^2 and per-element mean, with colour bars."""
-    fig, axes = plt.subplots(1, 2, figsize=(10, 0.5 * len(names) + 2.5), dpi=80)
+    """Two heatmaps, layers x epochs: total ||eps||^2 and per-element mean, log colour scale."""
+    height = min(14.0, 0.5 * len(names) + 2.5) if len(names) <= 24 else min(14.0, 0.16 * len(names) + 3)
+    fig, axes = plt.subplots(1, 2, figsize=(10, height), dpi=80)
     for ax, data, title in (
         (axes[0], total, "total ||eps(l)||^2 per sample"),
         (axes[1], per_element, "per-element mean eps(l)^2"),
     ):
-        im = ax.imshow(data, aspect="auto", cmap="inferno", interpolation="nearest")
-        ax.set_yticks(range(len(names)), names)
+        data = np.clip(data, 1e-30, None)
+        im = ax.imshow(data, aspect="auto", cmap="inferno", interpolation="nearest", norm=log_norm(data))
+        row_ticks(ax, names)
         ax.set_xticks(range(len(epochs)), [str(e) for e in epochs])
         ax.set_xlabel("epoch")
-        ax.set_ylabel("layer")
-        ax.set_title(title, fontsize=10)
+        ax.set_ylabel("term (the layer it predicts)")
+        ax.set_title(title + " (log scale)", fontsize=10)
         fig.colorbar(im, ax=ax)
     fig.tight_layout()
     return fig
 
 
 def curves_figure(trace: torch.Tensor, dims: list[int], names: list[str], epoch: int):
-    """Per-layer per-element error against the inference step."""
+    """Per-layer per-element error against the inference step (at depth: a colour map
+    from the input side to the label, and a colour bar instead of a legend)."""
     t = trace.double().cpu()
     fig, ax = plt.subplots(figsize=(6, 4), dpi=80)
+    many = len(names) > 12
+    colours = plt.cm.viridis(np.linspace(0, 1, len(names))) if many else [None] * len(names)
     for i, (name, d) in enumerate(zip(names, dims)):
-        ax.plot(range(t.shape[0]), (2 * t[:, i] / d).clamp_min(1e-12), label=name)
+        ax.plot(range(t.shape[0]), (2 * t[:, i] / d).clamp_min(1e-12), label=name, color=colours[i],
+                lw=0.8 if many else 1.5)
     ax.set_yscale("log")
     ax.set_xlabel("inference step")
     ax.set_ylabel("per-element mean eps^2")
     ax.set_title(f"error curve of each layer, epoch {epoch}")
-    ax.legend(fontsize=7)
+    if many:
+        sm = plt.cm.ScalarMappable(cmap="viridis", norm=plt.Normalize(0, len(names) - 1))
+        fig.colorbar(sm, ax=ax, label=f"term index ({names[0]} .. {names[-1]})")
+    else:
+        ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
 
@@ -68,7 +78,7 @@ class LayerErrorHeatmap(L.Callback):
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         if not is_pcn(pl_module) or self.probe.x is None:
             return
-        result = self.probe.settle(pl_module)
+        _, result = self.probe.settle(pl_module)
         B = self.probe.x.shape[0]
         names = pl_module.net.term_names
         dims = layer_dims(pl_module)

@@ -10,7 +10,7 @@ import matplotlib.pyplot as plt
 import torch
 
 from callbacks._common import ProbeBatch, is_pcn, log_figure, log_scalars, warn
-from pcn_lightning.inference import relative_drop
+from pcn_lightning.inference import relative_drop, settle
 
 
 @dataclass
@@ -22,13 +22,27 @@ class SettleReport:
     steps: int
     worst_drop: float = 0.0  # the largest relative drop of any single layer
     worst_layer: int = 0
+    diverging: bool = False  # the energy rose over the last steps, or is not finite
+    update_cosine: float = float("nan")  # the least cosine between a term's update after T and after 2T steps
+    update_term: int = 0
 
     def message(self, tol: float, T_infer: int, eta_infer: float, names=None) -> str:
         layer = names[self.worst_layer] if names else f"term {self.worst_layer}"
+        if self.diverging:
+            return (
+                f"inference is diverging: the energy went from {self.first:.4g} to {self.last:.4g} per sample "
+                f"over the {self.steps} inference steps (over the last 10% it changed by {-self.rel_drop:+.2%}); "
+                f"gradient descent on the energy must lower it. Lower eta_infer (now {eta_infer})."
+            )
+        update = ""
+        if self.update_cosine == self.update_cosine:  # measured
+            term = names[self.update_term] if names else f"term {self.update_term}"
+            update = (f"; settling as long again turns the weight update of {term} by cosine "
+                      f"{self.update_cosine:.3f}")
         return (
             f"inference has not settled: over the last 10% of the {self.steps} inference steps the "
             f"energy of {layer} still fell {self.worst_drop:.2%} (the total {self.rel_drop:.2%}; "
-            f"tolerance {tol:.2%}; total {self.first:.4g} -> {self.last:.4g} per sample). The weights "
+            f"tolerance {tol:.2%}; total {self.first:.4g} -> {self.last:.4g} per sample){update}. The weights "
             f"are learning from an unfinished thought: raise T_infer (now {T_infer}) or eta_infer "
             f"(now {eta_infer})."
         )
@@ -40,14 +54,34 @@ def settle_report(trace: torch.Tensor, tol: float, batch_size: int = 1, fraction
     Settled means every layer's energy (not only the total) fell by less than `tol`
     over the last `fraction` of the steps: a large layer that plateaus early (the
     3072-d input) must not hide the layers above it that are still descending.
+    A total that rose (over the last steps, or from start to end) or is not finite
+    is diverging, never settled.
     """
     t = trace.double()
     total = t.sum(1)
+    first, last = total[0].item() / batch_size, total[-1].item() / batch_size
+    if not torch.isfinite(t).all():
+        return SettleReport(float("nan"), False, first, last, total.numel() - 1, float("nan"), 0, diverging=True)
     drop = relative_drop(total, fraction)
     drops = [relative_drop(t[:, i], fraction) for i in range(t.shape[1])]
     worst = max(range(len(drops)), key=drops.__getitem__)
-    return SettleReport(drop, max(drops) < tol, total[0].item() / batch_size, total[-1].item() / batch_size,
-                        total.numel() - 1, drops[worst], worst)
+    diverging = drop < -tol or total[-1] > total[0]  # the total rose: the step is too large
+    return SettleReport(drop, max(drops) < tol and not diverging, first, last, total.numel() - 1, drops[worst], worst,
+                        diverging)
+
+
+def update_cosines(net, errors_a, errors_b) -> list[float]:
+    """Cosine between each term's weight update (dE/dtheta, all its parameters) at two states."""
+    out = []
+    for t, a, b in zip(net.terms, errors_a, errors_b):
+        if a is None or b is None:
+            out.append(1.0)
+            continue
+        ga = torch.cat([g.reshape(-1) for g in t.weight_grads(a)]).double()
+        gb = torch.cat([g.reshape(-1) for g in t.weight_grads(b)]).double()
+        denom = (ga.norm() * gb.norm()).item()
+        out.append((ga @ gb).item() / denom if denom > 0 else 1.0)
+    return out
 
 
 def settle_figure(trace: torch.Tensor, names: list[str], batch_size: int, title: str):
@@ -69,9 +103,14 @@ def settle_figure(trace: torch.Tensor, names: list[str], batch_size: int, title:
 class SettleCheck(L.Callback):
     """Every `every_n_steps` training steps, settle a fixed probe batch (label clamped,
     as in training) recording the energy at every inference step, and check that it
-    has converged: the relative energy drop over the last 10 % of steps is below `tol`.
+    has converged: the relative energy drop of every term over the last 10 % of steps
+    is below `tol`; or, where some term still falls, that settling as long again
+    leaves every term's weight update where it was (cosine >= 1 - tol): a small
+    term still drifting that does not change what is learned is not a failure.
+    An energy that rises or is not finite is diverging (never settled).
 
     Logs (global rank zero): `settle/rel_drop` (total), `settle/rel_drop_worst_layer`,
+    `settle/update_cosine` (when measured), `settle/diverging`,
     `settle/settled` (1 or 0),
     `settle/energy_first`, `settle/energy_last`, `settle/energy_{layer}` and the figure
     `settle/energy_curve` (log scale, total and per layer). Warns when not settled.
@@ -95,16 +134,29 @@ class SettleCheck(L.Callback):
             return
         if (step - 1) % self.every_n_steps != 0:  # after the 1st, (N+1)th, ... step
             return
-        result = self.probe.settle(pl_module)
+        xs, result = self.probe.settle(pl_module)
         B = self.probe.x.shape[0]
         report = settle_report(result.trace, self.tol, B)
+        if not report.settled and not report.diverging:
+            # does more inference change what the weights learn? settle as long again
+            net = pl_module.net
+            longer = [x.clone() for x in xs]
+            free = [n.role == "latent" for n in net.nodes]
+            with torch.no_grad():
+                more = settle(net, longer, free, pl_module.inference)
+                cos = update_cosines(net, result.errors, more.errors)
+            report.update_term = min(range(len(cos)), key=cos.__getitem__)
+            report.update_cosine = cos[report.update_term]
+            report.settled = report.update_cosine >= 1 - self.tol
         self.reports.append(report)
         names = pl_module.net.term_names
         final = result.trace[-1] / B
         metrics = {
+            "settle/diverging": float(report.diverging),
             "settle/rel_drop": report.rel_drop,
             "settle/rel_drop_worst_layer": report.worst_drop,
             "settle/settled": float(report.settled),
+            "settle/update_cosine": report.update_cosine,
             "settle/energy_first": report.first,
             "settle/energy_last": report.last,
         }

@@ -72,6 +72,13 @@ def _sigmoid_df(a: Tensor) -> Tensor:
     return s * (1 - s)
 
 
+def _gelu_df(a: Tensor) -> Tensor:
+    """d/da a Phi(a) = Phi(a) + a phi(a) (the exact, erf-based GELU)."""
+    cdf = 0.5 * (1 + torch.erf(a * (0.5 ** 0.5)))
+    pdf = torch.exp(-0.5 * a * a) * (2 * math.pi) ** -0.5
+    return cdf + a * pdf
+
+
 def _tanh_df(a: Tensor) -> Tensor:
     t = torch.tanh(a)
     return 1 - t * t
@@ -86,6 +93,7 @@ ACTIVATIONS: dict[str, Activation] = {
         _leaky_relu_df,
     ),
     "tanh": Activation("tanh", torch.tanh, _tanh_df, low=-1.0, high=1.0),
+    "gelu": Activation("gelu", torch.nn.functional.gelu, _gelu_df, low=-0.17),
     "sigmoid": Activation("sigmoid", torch.sigmoid, _sigmoid_df, low=0.0, high=1.0),
 }
 

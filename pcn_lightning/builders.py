@@ -185,10 +185,10 @@ def _block_map(block: dict, in_shape: tuple, extra: dict) -> Map:
     maps, shape = [], in_shape
     names = [k for k in block if k in REGISTRY]
     for n, name in enumerate(names):
-        kwargs = dict(block[name] or {}) if not isinstance(block[name], (int, float)) else {"kernel": block[name]}
-        if n == len(names) - 1:
-            kwargs.update(extra.get(name, {}))
-        m = build_map(name, shape, kwargs)
+        args = block[name]
+        if n == len(names) - 1 and name in extra:
+            args = {**(args if isinstance(args, dict) else {}), **extra[name]}
+        m = build_map(name, shape, args)
         maps.append(m)
         shape = m.out_shape
     m = maps[0] if len(maps) == 1 else Sequential(in_shape, maps)

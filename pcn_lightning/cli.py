@@ -9,17 +9,22 @@ stderr and exit code 2, before anything is written.
 from __future__ import annotations
 
 import json
+import os
 import sys
+import tempfile
+from pathlib import Path
 from argparse import ArgumentError
 from typing import Optional
 
 import lightning as L
 import torch
+import yaml
 import torch.distributed as dist
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 
+from callbacks.interrupt_checkpoint import InterruptCheckpoint
 from pcn_lightning.data import PCNDataModule, input_shape_of, num_classes_of
 from pcn_lightning.errors import ConfigError, DivergenceError, PCNError
 from pcn_lightning.settings import flat_aliases
@@ -33,6 +38,57 @@ class PCNCLI(LightningCLI):
                             help="resume training from this checkpoint")
         parser.add_argument("--test", type=bool, default=True,
                             help="evaluate on the test split after fit (label-free)")
+
+    def before_instantiate_classes(self) -> None:
+        """--trainer.default_root_dir moves the whole run: a logger's relative save_dir
+        (the configs' `logs`) is taken under it."""
+        trainer = self.config.get("trainer")
+        root = trainer.get("default_root_dir") if trainer is not None else None
+        if not root:
+            return
+        loggers = trainer.get("logger")
+        for lg in loggers if isinstance(loggers, list) else [loggers]:
+            init = lg.get("init_args") if hasattr(lg, "get") else None
+            save_dir = init.get("save_dir") if init is not None else None
+            if isinstance(save_dir, str) and not Path(save_dir).is_absolute():
+                init["save_dir"] = str(Path(root) / save_dir)
+
+
+def check_config_files(args: list[str]) -> None:
+    """A config that is missing or not valid YAML: one line naming the file and the spot."""
+    paths = [args[i + 1] for i, a in enumerate(args[:-1]) if a in ("--config", "-c")]
+    paths += [a.split("=", 1)[1] for a in args if a.startswith("--config=")]
+    for path in paths:
+        try:
+            text = Path(path).read_text()
+        except OSError as exc:
+            raise ConfigError(f"--config {path}: {exc.strerror or exc}") from None
+        try:
+            yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise ConfigError(f"{path} is not valid YAML: {problem}{where}") from None
+
+
+def check_writable(trainer) -> None:
+    """Every folder the run will write (logs, checkpoints) can be written: checked before
+    anything is written, by making and removing an empty folder in its nearest existing parent."""
+    folders = [Path(lg.save_dir) for lg in trainer.loggers if getattr(lg, "save_dir", None)]
+    folders += [Path(cb.dirpath) for cb in trainer.checkpoint_callbacks if getattr(cb, "dirpath", None)]
+    folders.append(Path(trainer.default_root_dir))
+    for folder in folders:
+        probe = folder.absolute()
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        hint = "choose another --trainer.default_root_dir (or logger save_dir)"
+        if not probe.is_dir():
+            raise ConfigError(f"cannot write the run's output to {folder}: {probe} is a file, not a folder; {hint}")
+        try:
+            os.rmdir(tempfile.mkdtemp(dir=probe))
+        except OSError as exc:
+            raise ConfigError(f"cannot write the run's output to {folder} ({exc.strerror or exc}); {hint}") from None
 
 
 def check_trainer(trainer) -> None:
@@ -145,6 +201,7 @@ def check_no_linked_overrides(args: list[str]) -> None:
 def main(args: Optional[list[str]] = None) -> int:
     try:
         args = expand_flat_options(sys.argv[1:] if args is None else list(args))
+        check_config_files(args)
         check_no_linked_overrides(args)
         cli = PCNCLI(
             L.LightningModule,
@@ -158,11 +215,21 @@ def main(args: Optional[list[str]] = None) -> int:
         if cli.config.get("print_config"):
             return 0
         check_trainer(cli.trainer)
-        cli.datamodule.check_ready(cli.trainer.world_size)
+        check_writable(cli.trainer)
+        cli.datamodule.check_ready(cli.trainer.world_size, test=bool(cli.config.get("test")))
         ckpt_path = cli.config.get("ckpt_path")
         if ckpt_path:
             check_checkpoint(ckpt_path, cli.model)
-        cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=ckpt_path)
+        interrupt = InterruptCheckpoint()
+        cli.trainer.callbacks.append(interrupt)
+        try:
+            cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=ckpt_path)
+        except SystemExit:
+            if not cli.trainer.interrupted:
+                raise
+            where = f"; resume with --ckpt_path {interrupt.path}" if interrupt.path else ""
+            print(f"interrupted at training step {cli.trainer.global_step}{where}", file=sys.stderr)
+            return 130
         if cli.config.get("test"):
             cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=best_checkpoint(cli.trainer))
         return 0

@@ -12,6 +12,7 @@ import gzip
 import os
 import pickle
 import struct
+import zlib
 from pathlib import Path
 from typing import Optional, Union
 
@@ -63,14 +64,26 @@ def num_classes_of(name: str) -> int:
 
 # ------------------------------------------------------------------- readers
 def read_idx(path: Path) -> np.ndarray:
-    """Read an MNIST-style idx file (optionally gzipped) into a numpy array."""
+    """Read an MNIST-style idx file (optionally gzipped) into a numpy array, checking
+    that the file holds exactly the values its header announces."""
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as fh:
-        data = fh.read()
+    try:
+        with opener(path, "rb") as fh:
+            data = fh.read()
+    except (OSError, EOFError, zlib.error) as exc:  # truncated or not gzip at all
+        raise ConfigError(f"{path} is corrupt or truncated and cannot be read ({exc}); replace the file") from None
+    if len(data) < 4:
+        raise ConfigError(f"{path} is corrupt or truncated: {len(data)} bytes, no idx header")
     zero, dtype_code, ndim = struct.unpack(">HBB", data[:4])
-    if zero != 0 or dtype_code != 0x08:
+    if zero != 0 or dtype_code != 0x08 or not 1 <= ndim <= 4 or len(data) < 4 + 4 * ndim:
         raise ConfigError(f"{path} is not an unsigned-byte idx file")
     shape = struct.unpack(">" + "I" * ndim, data[4 : 4 + 4 * ndim])
+    expected = int(np.prod(shape)) + 4 + 4 * ndim
+    if len(data) != expected:
+        raise ConfigError(
+            f"{path} is corrupt or truncated: its header announces {shape} values ({expected} bytes) "
+            f"but it holds {len(data)} bytes; replace the file"
+        )
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
 
@@ -81,38 +94,55 @@ def _find_idx(folder: Path, stem: str) -> Optional[Path]:
     return None
 
 
-def fashion_mnist_folders(data_dir: Optional[Union[str, Path]]) -> list[Path]:
-    """Folders searched for the idx files, in order."""
-    folders = []
-    if data_dir is not None:
-        d = Path(data_dir)
-        folders += [d, d / "FashionMNIST" / "raw", d / "fashion-mnist"]
-    folders.append(DEBIAN_FASHION_MNIST)
-    return folders
+FMNIST_NAMES = "train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte"
 
 
 def find_fashion_mnist(data_dir: Optional[Union[str, Path]]) -> Path:
-    """The first folder that holds all four Fashion-MNIST idx files."""
-    folders = fashion_mnist_folders(data_dir)
-    for folder in folders:
+    """The folder that holds all four Fashion-MNIST idx files (gzipped or not).
+
+    A `data_dir` the user gave is the folder used (or its FashionMNIST/raw or
+    fashion-mnist subfolder): never silently replaced by another copy. Without one,
+    Debian's package location."""
+    if data_dir is None:
+        folder = DEBIAN_FASHION_MNIST
         if all(_find_idx(folder, s) for pair in FMNIST_FILES.values() for s in pair):
             return folder
+        raise DataNotFoundError(
+            f"Fashion-MNIST was not found in {folder}. Install it with `apt-get install "
+            "dataset-fashion-mnist` (Debian), or pass --data.data_dir pointing at a folder with the four "
+            f"idx files ({FMNIST_NAMES}, each gzipped or not)."
+        )
+    d = Path(data_dir)
+    if not d.exists():
+        raise DataNotFoundError(
+            f"--data.data_dir {d} does not exist; point it at a folder with the four Fashion-MNIST idx files "
+            "(or leave it unset to use Debian's package: `apt-get install dataset-fashion-mnist`)"
+        )
+    if not d.is_dir():
+        raise DataNotFoundError(f"--data.data_dir {d} is a file, not a folder; point it at the folder holding the idx files")
+    best, missing = None, None
+    for folder in (d, d / "FashionMNIST" / "raw", d / "fashion-mnist"):
+        absent = [s for pair in FMNIST_FILES.values() for s in pair if not _find_idx(folder, s)]
+        if not absent:
+            return folder
+        if missing is None or len(absent) < len(missing):
+            best, missing = folder, absent
     raise DataNotFoundError(
-        "Fashion-MNIST was not found in "
-        + ", ".join(str(f) for f in folders)
-        + ". Install it with `apt-get install dataset-fashion-mnist` (Debian), or pass "
-        "--data.data_dir pointing at a folder with the four idx files "
-        "(train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz, "
-        "t10k-labels-idx1-ubyte.gz)."
+        f"--data.data_dir {d}: {best} lacks {', '.join(missing)} (gzipped or not); put the four Fashion-MNIST "
+        "idx files there (or leave --data.data_dir unset to use Debian's `apt-get install dataset-fashion-mnist`)"
     )
 
 
 def load_fashion_mnist(folder: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     img_stem, lbl_stem = FMNIST_FILES[split]
-    images = read_idx(_find_idx(folder, img_stem))
-    labels = read_idx(_find_idx(folder, lbl_stem))
+    img_path, lbl_path = _find_idx(folder, img_stem), _find_idx(folder, lbl_stem)
+    images, labels = read_idx(img_path), read_idx(lbl_path)
+    if images.ndim != 3 or images.shape[1:] != (28, 28):
+        raise ConfigError(f"{img_path} holds images of shape {images.shape[1:]}, not 28 x 28")
+    if labels.ndim != 1:
+        raise ConfigError(f"{lbl_path} is not a label file (shape {labels.shape})")
     if images.shape[0] != labels.shape[0]:
-        raise ConfigError(f"{folder}: {images.shape[0]} images but {labels.shape[0]} labels")
+        raise ConfigError(f"{img_path} has {images.shape[0]} images but {lbl_path} has {labels.shape[0]} labels")
     return images.reshape(images.shape[0], 1, 28, 28), labels.astype(np.int64)
 
 
@@ -132,10 +162,18 @@ def load_cifar(root: Path, name: str, split: str) -> tuple[np.ndarray, np.ndarra
     folder, train_files, test_files, label_key = CIFAR_LAYOUT[name]
     images, labels = [], []
     for f in train_files if split == "train" else test_files:
-        with open(root / folder / f, "rb") as fh:
-            entry = pickle.load(fh, encoding="bytes")
-        images.append(np.asarray(entry[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-        labels.append(np.asarray(entry[label_key], dtype=np.int64))
+        path = root / folder / f
+        try:
+            with open(path, "rb") as fh:
+                entry = pickle.load(fh, encoding="bytes")
+            data = np.asarray(entry[b"data"], dtype=np.uint8)
+            lab = np.asarray(entry[label_key], dtype=np.int64)
+        except Exception as exc:  # truncated pickle, wrong file, missing keys
+            raise ConfigError(f"{path} is corrupt or not a CIFAR batch ({type(exc).__name__}: {exc}); replace the file") from None
+        if data.ndim != 2 or data.shape[1] != 3072 or lab.shape != (data.shape[0],):
+            raise ConfigError(f"{path} holds {data.shape} images and {lab.shape} labels, not N x 3072 and N")
+        images.append(data.reshape(-1, 3, 32, 32))
+        labels.append(lab)
     return np.concatenate(images), np.concatenate(labels)
 
 
@@ -147,6 +185,25 @@ def to_flat_tensor(images: np.ndarray, mean, std, normalize: bool) -> torch.Tens
         s = torch.tensor(std).view(1, -1, 1, 1)
         x = (x - m) / s
     return x.reshape(x.shape[0], -1).contiguous()
+
+
+def augment_images(x: torch.Tensor, shape: tuple, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
+    """Random crops of the zero-padded images and random horizontal flips, per sample.
+
+    x is (B, C*H*W) or (B, C, H, W); returned in the same layout."""
+    B = x.shape[0]
+    C, H, W = shape
+    img = x.reshape(B, C, H, W)
+    flip = torch.rand(B, generator=generator, device=x.device) < 0.5
+    img = torch.where(flip[:, None, None, None], img.flip(3), img)
+    padded = torch.nn.functional.pad(img, (pad, pad, pad, pad))
+    oy = torch.randint(0, 2 * pad + 1, (B,), generator=generator, device=x.device)
+    ox = torch.randint(0, 2 * pad + 1, (B,), generator=generator, device=x.device)
+    rows = (oy[:, None] + torch.arange(H, device=x.device))[:, None, :, None]
+    cols = (ox[:, None] + torch.arange(W, device=x.device))[:, None, None, :]
+    b = torch.arange(B, device=x.device)[:, None, None, None]
+    c = torch.arange(C, device=x.device)[None, :, None, None]
+    return padded[b, c, rows, cols].reshape(x.shape)
 
 
 # ------------------------------------------------------------------- sampler
@@ -209,8 +266,9 @@ class PCNDataModule(L.LightningDataModule):
 
     Args:
         dataset: cifar10, cifar100 or fashion_mnist.
-        data_dir: where the data lives (CIFAR is downloaded here). Fashion-MNIST is
-            also looked for in Debian's /usr/share/datasets/fashion-mnist.
+        data_dir: where the data lives: the folder used, never silently replaced
+            (CIFAR is downloaded there). Unset: Fashion-MNIST from Debian's
+            /usr/share/datasets/fashion-mnist, CIFAR in data/.
         batch_size: per-device batch size (the effective batch under DDP is this
             times the number of devices).
         eval_batch_size: batch size for validation and test (default batch_size).
@@ -225,12 +283,16 @@ class PCNDataModule(L.LightningDataModule):
             the epoch; independent of the number of devices, see GlobalBatchSampler).
         download: download CIFAR with torchvision when it is missing.
         limit_train: use only the first N training samples (for quick runs).
+        augment: random crops (padding 4) and horizontal flips of the training
+            images, drawn per batch on the device from a stream seeded by
+            split_seed, the training step and the rank (exact on resume);
+            images only, never validation or test.
     """
 
     def __init__(
         self,
         dataset: str = "fashion_mnist",
-        data_dir: str = "data",
+        data_dir: Optional[str] = None,
         batch_size: int = 128,
         eval_batch_size: Optional[int] = None,
         num_workers: int = 0,
@@ -240,6 +302,7 @@ class PCNDataModule(L.LightningDataModule):
         shuffle: bool = True,
         download: bool = True,
         limit_train: Optional[int] = None,
+        augment: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -251,10 +314,12 @@ class PCNDataModule(L.LightningDataModule):
         if isinstance(val_size, int) and val_size < 0:
             raise ConfigError(f"val_size must be >= 0; got {val_size}")
         self.dataset = dataset
-        self.data_dir = Path(data_dir)
+        self.user_data_dir = data_dir
+        self.data_dir = Path(data_dir) if data_dir is not None else Path("data")
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.input_dim, self.num_classes, self.mean, self.std, _ = DATASETS[dataset]
+        self.image_shape = tuple(input_shape_of(dataset))
         self.train_set = self.val_set = self.test_set = None
         self.sampler: Optional[GlobalBatchSampler] = None
         self._resume_batch = 0
@@ -263,7 +328,7 @@ class PCNDataModule(L.LightningDataModule):
     def locate(self) -> None:
         """Raise one clear error when the data is not on disk and cannot be fetched."""
         if self.dataset == "fashion_mnist":
-            find_fashion_mnist(self.data_dir)
+            find_fashion_mnist(self.user_data_dir)
         elif not cifar_present(self.data_dir, self.dataset) and not self.hparams.download:
             raise DataNotFoundError(
                 f"{self.dataset} is not in {self.data_dir / CIFAR_LAYOUT[self.dataset][0]} and "
@@ -272,15 +337,17 @@ class PCNDataModule(L.LightningDataModule):
                 f"{CIFAR_LAYOUT[self.dataset][0]}/"
             )
 
-    def check_ready(self, world_size: int = 1) -> None:
-        """Fail before any training work: missing data, bad values, a batch too large.
-
-        Loads the training split when it is on disk (Lightning's later `setup` reuses it).
+    def check_ready(self, world_size: int = 1, test: bool = True) -> None:
+        """Fail before any training work: missing or corrupt files, bad values, a batch
+        too large. Loads every split the run will use (the training split, and the
+        test split when `test`) when it is on disk; Lightning's later `setup` reuses them.
         """
         self.locate()
         if self.dataset != "fashion_mnist" and not cifar_present(self.data_dir, self.dataset):
             return  # prepare_data will download it
         self.setup("fit")
+        if test:
+            self.setup("test")
         GlobalBatchSampler(len(self.train_set), self.batch_size, world_size=world_size)
 
     def prepare_data(self) -> None:
@@ -302,7 +369,7 @@ class PCNDataModule(L.LightningDataModule):
 
     def _load(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         if self.dataset == "fashion_mnist":
-            images, labels = load_fashion_mnist(find_fashion_mnist(self.data_dir), split)
+            images, labels = load_fashion_mnist(find_fashion_mnist(self.user_data_dir), split)
         else:
             images, labels = load_cifar(self.data_dir, self.dataset, split)
         x = to_flat_tensor(images, self.mean, self.std, self.hparams.normalize)
@@ -339,6 +406,16 @@ class PCNDataModule(L.LightningDataModule):
             self.test_set = TensorDataset(*self._load("test"))
 
     # ----------------------------------------------------- exact resume
+    # ------------------------------------------------------- augmentation
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        trainer = self.trainer
+        if not self.hparams.augment or trainer is None or not trainer.training:
+            return batch
+        x, y = batch
+        gen = torch.Generator(device=x.device).manual_seed(
+            (self.hparams.split_seed * 1_000_003 + trainer.global_step) * 1_009 + trainer.global_rank)
+        return augment_images(x, self.image_shape, gen), y
+
     def state_dict(self) -> dict:
         """Saved in checkpoints: how many batches of the current epoch were trained on."""
         trainer = self.trainer

@@ -11,6 +11,15 @@ same arithmetic in place into preallocated buffers (a clamped node's prediction
 computed once per settle, no allocation per step for dense maps), or, with
 `compile_settle`, each reference step through torch.compile. Tests prove all three
 equal.
+
+Two schedules: "parallel" (the seed's: every free node steps at once, from the
+same errors) and "sequential" (`reference_sweep`: one node at a time, from the
+label outwards, each seeing the new values of the nodes before it: block
+coordinate descent). A sequential step carries the label's error through every
+layer in one sweep, where a parallel one moves it one layer per step: with eta
+1 and the latents starting at the feedforward sweep, one sequential step gives
+each layer the error backprop would (the "zero-divergence" limit of PC, Song
+et al. 2020), which deep networks need (see benchmarks/ACCURACY.md, depth).
 """
 
 from __future__ import annotations
@@ -86,6 +95,16 @@ class ErrorBuffers:
             self.errors.append(TermErrors(a, ctx, eps, h))
             self.fixed.append(not free[t.source])
 
+    def refresh(self, xs: Sequence[Tensor], terms: Sequence[int]) -> None:
+        """Recompute the errors of the given terms on the current xs."""
+        for k in terms:
+            t, e = self.net.terms[k], self.errors[k]
+            if e is None:
+                continue
+            if not self.fixed[k]:
+                e.ctx = t.map.predict_into(xs[t.source], e.a)
+            t.errors_into(e, xs[t.target])
+
     def update(self, xs: Sequence[Tensor], first: bool = False) -> list[Optional[TermErrors]]:
         for k, (t, e) in enumerate(zip(self.net.terms, self.errors)):
             if e is None:
@@ -111,6 +130,53 @@ def step_in_place(net: PCNetwork, xs: Sequence[Tensor], free: Sequence[bool], et
         for k in net.sources_of[j]:
             if errors[k] is not None:
                 net.terms[k].map.transpose_add_(x, errors[k].h, errors[k].ctx, eta)
+
+
+def node_gradient(net: PCNetwork, j: int, errors: Sequence[Optional[TermErrors]]) -> Optional[Tensor]:
+    """dE/dx(j) from the current errors: sum pi eps (terms predicting j) - sum map^T h (terms j predicts)."""
+    g = None
+    for k in net.targets_of[j]:
+        if errors[k] is not None:
+            push = net.terms[k].pi * errors[k].eps
+            g = push if g is None else g + push
+    for k in net.sources_of[j]:
+        if errors[k] is not None:
+            back = net.terms[k].map.transpose(errors[k].h, errors[k].ctx)
+            g = -back if g is None else g - back
+    return g
+
+
+def reference_sweep(net: PCNetwork, xs: Sequence[Tensor], free: Sequence[bool], eta: float,
+                    active: Sequence[bool]) -> list[Tensor]:
+    """One sequential step as the math reads: the free nodes one at a time, in the
+    order `net.sweep_from_label`, each by -eta dE/dx(j) on the errors of the state
+    its predecessors in the sweep left (block coordinate descent, Gauss-Seidel)."""
+    xs = list(xs)
+    for j in net.sweep_from_label:
+        if free[j]:
+            g = node_gradient(net, j, net.errors(xs, active))
+            if g is not None:
+                xs[j] = xs[j] - eta * g
+    return xs
+
+
+def sweep_in_place(net: PCNetwork, xs: Sequence[Tensor], free: Sequence[bool], eta: float,
+                   buffers: "ErrorBuffers") -> None:
+    """The sequential step in place: after each node moves, only the errors of the
+    terms that touch it are refreshed (the prediction of a term it sources, the
+    error of a term that predicts it), so a sweep costs what a parallel step does."""
+    errors = buffers.errors
+    for j in net.sweep_from_label:
+        if not free[j]:
+            continue
+        x = xs[j]
+        for k in net.targets_of[j]:
+            if errors[k] is not None:
+                x.sub_(errors[k].eps, alpha=eta * net.terms[k].pi)
+        for k in net.sources_of[j]:
+            if errors[k] is not None:
+                net.terms[k].map.transpose_add_(x, errors[k].h, errors[k].ctx, eta)
+        buffers.refresh(xs, net.targets_of[j] + net.sources_of[j])
 
 
 def settle(net: PCNetwork, xs: list[Tensor], free: Sequence[bool], settings: Inference,
@@ -139,6 +205,8 @@ def settle(net: PCNetwork, xs: list[Tensor], free: Sequence[bool], settings: Inf
         for t in range(T):
             if compiled:
                 xs[:], errors = step(net, xs, errors, free, eta, active)
+            elif settings.schedule == "sequential":
+                sweep_in_place(net, xs, free, eta, buffers)  # the buffers stay current
             else:
                 step_in_place(net, xs, free, eta, errors)
                 errors = buffers.update(xs)

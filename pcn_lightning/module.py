@@ -24,8 +24,8 @@ from pcn_lightning.builders import NetworkSpec, build_network
 from pcn_lightning.errors import ConfigError
 from pcn_lightning.guard import DivergenceGuard
 from pcn_lightning.inference import SettleResult, settle
-from pcn_lightning.optim import attached_trainer, make_optimizer
-from pcn_lightning.settings import EvalInference, Inference, Learning, from_flat
+from pcn_lightning.optim import attached_trainer, make_optimizer, stretch_cosine
+from pcn_lightning.settings import EvalInference, Inference, Learning, as_settings, from_flat
 
 Tensor = torch.Tensor
 
@@ -48,13 +48,15 @@ class PCNModule(L.LightningModule):
             (linked from the data by the command line).
     """
 
-    def __init__(self, network: NetworkSpec = NetworkSpec(dims=[784, 256, 10]), inference: Inference = Inference(),
+    def __init__(self, network: NetworkSpec, inference: Inference = Inference(),
                  eval_inference: EvalInference = EvalInference(), learning: Learning = Learning(),
                  eval_mode: str = "readout", divergence_factor: float = 100.0, seed: int = 0,
                  input_shape: Optional[list[int]] = None, output_dim: int = 10) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.automatic_optimization = False
+        network, inference = as_settings(network, NetworkSpec), as_settings(inference, Inference)
+        eval_inference, learning = as_settings(eval_inference, EvalInference), as_settings(learning, Learning)
         if eval_mode not in ("readout", "energy"):
             raise ConfigError(f"unknown eval_mode {eval_mode!r}; choose 'readout' or 'energy'")
         shape = input_shape or [network.dims[0] if network.dims else 784]
@@ -113,6 +115,9 @@ class PCNModule(L.LightningModule):
         return out
 
     # ------------------------------------------------------------ optimizers
+    def on_train_start(self) -> None:
+        stretch_cosine(self.trainer)  # a resumed run extended past its schedule
+
     def configure_optimizers(self):
         trainer = attached_trainer(self)
         max_epochs = trainer.max_epochs if trainer is not None else None
@@ -152,9 +157,9 @@ class PCNModule(L.LightningModule):
                                           settings.latent_init_std, generator, seeds)
         return xs, settle(self.net, xs, free, settings, record)
 
-    def settle_probe(self, x: Tensor, y: Tensor, generator: torch.Generator) -> SettleResult:
+    def settle_probe(self, x: Tensor, y: Tensor, generator: torch.Generator) -> tuple[list[Tensor], SettleResult]:
         """A diagnostic settle like training's (label clamped), recording every step."""
-        return self.settle_batch(x, y, record=True, generator=generator)[1]
+        return self.settle_batch(x, y, record=True, generator=generator)
 
     # -------------------------------------------------------------- training
     def training_step(self, batch, batch_idx: int) -> None:

@@ -70,6 +70,7 @@ class PCNetwork(nn.Module):
         self.targets_of = [[k for k, t in enumerate(self.terms) if t.target == j] for j in range(n)]
         self.sources_of = [[k for k, t in enumerate(self.terms) if t.source == j] for j in range(n)]
         self.latent_order = self._latent_order()
+        self.sweep_from_label = self._order_from(self.label)
         self.sweep_order = self._sweep_order(self.terms)
 
     # ------------------------------------------------------------- structure
@@ -89,6 +90,20 @@ class PCNetwork(nn.Module):
     @property
     def input_shape(self) -> tuple[int, ...]:
         return self.nodes[self.data].shape
+
+    def _order_from(self, start: int) -> list[int]:
+        """Every node, breadth-first from `start` over the terms (the sequential schedule's order)."""
+        seen, order, queue = {start}, [start], deque([start])
+        while queue:
+            j = queue.popleft()
+            for k in self.targets_of[j] + self.sources_of[j]:
+                t = self.terms[k]
+                other = t.source if t.target == j else t.target
+                if other not in seen:
+                    seen.add(other)
+                    order.append(other)
+                    queue.append(other)
+        return order
 
     def _latent_order(self) -> list[int]:
         """Latent nodes in breadth-first order from the data (the order random

@@ -10,6 +10,7 @@ from typing import Optional, Sequence
 
 import torch
 
+from pcn_lightning.errors import ConfigError
 from pcn_lightning.network import PCNetwork
 from pcn_lightning.settings import Learning
 
@@ -41,7 +42,36 @@ def make_optimizer(net: PCNetwork, rules: Sequence, rates: Sequence[float], lear
     if learning.lr_scheduler is None:
         return opt
     if learning.lr_scheduler == "cosine":
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, max_epochs or 1))
+        if max_epochs is None or max_epochs < 1:
+            raise ConfigError("lr_scheduler 'cosine' anneals over --trainer.max_epochs: set it (a positive number)")
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max_epochs)
     else:
         sched = torch.optim.lr_scheduler.StepLR(opt, step_size=learning.lr_step_epochs, gamma=0.1)
     return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
+
+
+def stretch_cosine(trainer) -> None:
+    """A run resumed with a larger --trainer.max_epochs: the cosine schedule, made for
+    the old length (where it had reached lr 0), is stretched over the new one from
+    where it stands, and the learning rates set to that curve, with a message. Never
+    trains silently at lr 0."""
+    import math
+
+    from lightning.pytorch.utilities import rank_zero_warn
+
+    max_epochs = trainer.max_epochs
+    for cfg in trainer.lr_scheduler_configs:
+        sched = cfg.scheduler
+        if not isinstance(sched, torch.optim.lr_scheduler.CosineAnnealingLR) or sched.T_max == max_epochs:
+            continue
+        if max_epochs is None or max_epochs < 1:
+            raise ConfigError("lr_scheduler 'cosine' anneals over --trainer.max_epochs: set it (a positive number)")
+        old, e = sched.T_max, sched.last_epoch
+        sched.T_max = max_epochs
+        for group, base in zip(sched.optimizer.param_groups, sched.base_lrs):
+            group["lr"] = sched.eta_min + (base - sched.eta_min) * (1 + math.cos(math.pi * e / max_epochs)) / 2
+        sched._last_lr = [g["lr"] for g in sched.optimizer.param_groups]
+        rank_zero_warn(
+            f"the cosine schedule was made for {old} epochs; this run goes to {max_epochs}: it now anneals over "
+            f"{max_epochs} epochs from epoch {e} (learning rate {sched._last_lr[0]:.3g} for the first group)"
+        )

@@ -22,8 +22,10 @@ class Diagnosable(Protocol):
     inference: Inference  # training's settings (T_infer, eta_infer for the advice)
     last_term_energies: Optional[torch.Tensor]  # per term, per sample, of the last training step
 
-    def settle_probe(self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> SettleResult:
-        """Settle like a training step (label clamped), recording every step's energies."""
+    def settle_probe(self, x: torch.Tensor, y: torch.Tensor,
+                     generator: torch.Generator) -> tuple[list[torch.Tensor], SettleResult]:
+        """Settle like a training step (label clamped), recording every step's energies:
+        the settled state and the result."""
         ...
 
     def named_weights(self) -> list[tuple[str, torch.nn.Parameter]]:

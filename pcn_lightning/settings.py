@@ -21,6 +21,7 @@ LATENT_INITS = ("random", "zeros", "feedforward", "amortized")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULERS = (None, "cosine", "step")
 READOUT_LEARNING = ("clamped", "label_free")
+SCHEDULES = ("parallel", "sequential")
 
 
 def positive_int(name: str, value) -> int:
@@ -54,7 +55,12 @@ class Inference:
             network's exact label-free state), "amortized" (the learned bottom-up
             guess of a generative network built with amortized=True).
         latent_init_std: standard deviation of random latents.
-        compile_settle: run each step through torch.compile (same arithmetic, fused).
+        compile_settle: run each step through torch.compile (same arithmetic, fused;
+            parallel schedule only).
+        schedule: "parallel" (every free node steps at once: the seed's) or
+            "sequential" (one node at a time from the label outwards, each seeing
+            the new values before it: one step carries the label's error through
+            every layer; see `inference`).
     """
 
     T_infer: int = 50
@@ -63,9 +69,13 @@ class Inference:
     latent_init: str = "random"
     latent_init_std: float = 0.1
     compile_settle: bool = False
+    schedule: str = "parallel"
 
     def __post_init__(self) -> None:
         positive_int("T_infer", self.T_infer)
+        one_of("schedule", self.schedule, SCHEDULES)
+        if self.schedule == "sequential" and self.compile_settle:
+            raise ConfigError("compile_settle compiles the parallel step; use schedule 'parallel' with it")
         self.eta_infer = positive_float("eta_infer", self.eta_infer)
         if self.settle_tol is not None:
             positive_float("settle_tol", self.settle_tol)
@@ -90,6 +100,7 @@ class EvalInference:
             latent_init=self.latent_init or train.latent_init,
             latent_init_std=train.latent_init_std,
             compile_settle=train.compile_settle,
+            schedule=train.schedule,
         )
 
 
@@ -173,6 +184,18 @@ def _aliases() -> dict[str, str]:
 def flat_aliases() -> dict[str, str]:
     """`T_infer` -> `inference.T_infer`, for every setting (names are unique)."""
     return _aliases()
+
+
+def as_settings(value, cls):
+    """A settings dataclass from itself, a mapping (a checkpoint's saved hyperparameters)
+    or None (the defaults)."""
+    if value is None:
+        return cls()
+    if isinstance(value, cls):
+        return value
+    if isinstance(value, dict):
+        return cls(**value)
+    raise ConfigError(f"expected {cls.__name__} settings (a mapping); got {value!r}")
 
 
 def from_flat(cls, kwargs: dict):

@@ -20,8 +20,8 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from pcn_lightning.builders import NetworkSpec, build_network, twin_forward
 from pcn_lightning.errors import ConfigError
-from pcn_lightning.optim import attached_trainer, make_optimizer
-from pcn_lightning.settings import Learning, from_flat
+from pcn_lightning.optim import attached_trainer, make_optimizer, stretch_cosine
+from pcn_lightning.settings import Learning, as_settings, from_flat
 
 Tensor = torch.Tensor
 
@@ -35,10 +35,11 @@ class BackpropTwin(L.LightningModule):
             term) or "ce" (cross-entropy).
     """
 
-    def __init__(self, network: NetworkSpec = NetworkSpec(dims=[784, 256, 10]), learning: Learning = Learning(),
+    def __init__(self, network: NetworkSpec, learning: Learning = Learning(),
                  loss: str = "mse", input_shape: Optional[list[int]] = None, output_dim: int = 10) -> None:
         super().__init__()
         self.save_hyperparameters()
+        network, learning = as_settings(network, NetworkSpec), as_settings(learning, Learning)
         if loss not in ("mse", "ce"):
             raise ConfigError(f"unknown twin loss {loss!r}; choose 'mse' or 'ce'")
         shape = input_shape or [network.dims[0] if network.dims else 784]
@@ -59,6 +60,9 @@ class BackpropTwin(L.LightningModule):
 
     def forward(self, x: Tensor) -> Tensor:
         return twin_forward(self.net, x)
+
+    def on_train_start(self) -> None:
+        stretch_cosine(self.trainer)  # a resumed run extended past its schedule
 
     def configure_optimizers(self):
         trainer = attached_trainer(self)

@@ -56,7 +56,7 @@ def test_cifar_missing_offline(tmp_path):
 
 def test_fashion_mnist_found_in_debian_style_folder(fmnist_dir, monkeypatch, tmp_path):
     monkeypatch.setattr(data_mod, "DEBIAN_FASHION_MNIST", fmnist_dir)
-    dm = PCNDataModule("fashion_mnist", data_dir=str(tmp_path / "empty"), batch_size=16, val_size=100)
+    dm = PCNDataModule("fashion_mnist", batch_size=16, val_size=100)  # no data_dir: Debian's folder
     dm.prepare_data()
     dm.setup("fit")
     dm.setup("test")
@@ -74,7 +74,7 @@ def test_fashion_mnist_from_data_dir(fmnist_dir, monkeypatch, tmp_path):
 
 def test_fashion_mnist_missing_says_what_to_do(monkeypatch, tmp_path):
     monkeypatch.setattr(data_mod, "DEBIAN_FASHION_MNIST", tmp_path / "nowhere")
-    dm = PCNDataModule("fashion_mnist", data_dir=str(tmp_path))
+    dm = PCNDataModule("fashion_mnist")
     with pytest.raises(DataNotFoundError, match="apt-get install dataset-fashion-mnist.*--data.data_dir"):
         dm.prepare_data()
 
@@ -97,3 +97,18 @@ def test_idx_roundtrip(tmp_path):
     arr = np.arange(24, dtype=np.uint8).reshape(2, 3, 4)
     write_idx(tmp_path / "a.gz", arr)
     assert np.array_equal(data_mod.read_idx(tmp_path / "a.gz"), arr)
+
+
+def test_cifar_augmentation_is_a_crop_and_flip_seeded_and_train_only():
+    from pcn_lightning.data import augment_images
+
+    g = lambda: torch.Generator().manual_seed(3)
+    x = torch.rand(6, 3 * 8 * 8)
+    a, b = augment_images(x, (3, 8, 8), g(), pad=2), augment_images(x, (3, 8, 8), g(), pad=2)
+    assert a.shape == x.shape and torch.equal(a, b)
+    img, out = x.view(6, 3, 8, 8), a.view(6, 3, 8, 8)
+    padded = torch.nn.functional.pad(img, (2, 2, 2, 2))
+    for i in range(6):  # every output is one crop of the padded image or of its mirror
+        crops = [p[:, r:r + 8, c:c + 8] for p in (padded[i], padded[i].flip(2)) for r in range(5) for c in range(5)]
+        assert any(torch.equal(out[i], c) for c in crops)
+    assert not torch.equal(a, x)

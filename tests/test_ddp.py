@@ -23,6 +23,10 @@ SETUPS = {
     "adam_discriminative": ["--model.init_args.optimizer", "adam", "--model.init_args.direction", "discriminative",
                             "--model.init_args.latent_init", "feedforward", "--model.init_args.activations", "relu",
                             "--model.init_args.eta_learn", "[0.001, 0.002, 0.0005]"],
+    "adam_conv": ["--model.optimizer", "adam", "--model.direction", "discriminative", "--model.dims", "null",
+                  "--model.layers", "[{conv: {channels: 4, kernel: 3, padding: 1}, maxpool: 2, activation: relu}, "
+                                    "{flatten: {}, dense: {}}]",
+                  "--model.latent_init", "feedforward", "--model.eta_learn", "0.002"],
 }
 
 

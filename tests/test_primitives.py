@@ -79,3 +79,62 @@ def test_fast_paths_equal_the_rules(name):
     expected = dst + 0.3 * m.transpose(h, ctx)
     m.transpose_add_(dst, h, ctx2, 0.3)
     assert torch.allclose(dst, expected, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("name,kwargs,in_shape", [
+    ("conv", dict(channels=4, kernel=3, stride=1, padding=1), (3, 9, 7)),
+    ("conv", dict(channels=2, kernel=3, stride=2, padding=0), (1, 9, 8)),
+    ("conv", dict(channels=2, kernel=5, stride=2, padding=2), (2, 11, 10)),
+    ("conv", dict(channels=3, kernel=1, stride=3, padding=0), (2, 7, 7)),
+    ("maxpool", dict(kernel=2), (3, 7, 9)),
+    ("maxpool", dict(kernel=3, stride=2, padding=1), (2, 8, 5)),
+    ("avgpool", dict(kernel=2), (3, 9, 6)),
+    ("avgpool", dict(kernel=3, stride=1, padding=1), (2, 5, 5)),
+])
+def test_conv_and_pool_shapes_odd_sizes_stride_padding(name, kwargs, in_shape):
+    """out_shape is torch's own output shape; transpose comes back to the input's
+    shape exactly (odd sizes and strides leave rows the forward skipped)."""
+    import torch.nn.functional as F
+    from pcn_lightning.primitives import build_map
+
+    torch.manual_seed(0)
+    m = build_map(name, in_shape, kwargs).double()
+    x = torch.randn(2, *in_shape, dtype=torch.float64)
+    a, ctx = m.predict(x)
+    if name == "conv":
+        ref = F.conv2d(x, m.weight, m.bias, m.stride, m.padding)
+    elif name == "maxpool":
+        ref = F.max_pool2d(x, m.kernel, m.stride, m.padding)
+    else:
+        ref = F.avg_pool2d(x, m.kernel, m.stride, m.padding)
+    assert torch.equal(a, ref) and tuple(a.shape[1:]) == m.out_shape
+    assert m.transpose(torch.randn_like(a), ctx).shape == x.shape
+    xr = x.clone().requires_grad_(True)
+    h = torch.randn_like(a)
+    (auto,) = torch.autograd.grad((h * m.predict(xr)[0]).sum(), [xr])
+    assert rel_err(m.transpose(h, ctx), auto) < 1e-12
+
+
+def test_composite_block_rules_equal_autograd():
+    """A VGG block (conv -> GELU -> max-pool, the latent after the pool) and a residual
+    conv block, as Sequential/Residual of registered primitives."""
+    from pcn_lightning.primitives import Act, Conv2d, MaxPool2d, Residual, Sequential
+
+    torch.manual_seed(0)
+    shape = (2, 8, 7)
+    conv = Conv2d(shape, channels=3, kernel=3, padding=1)
+    act = Act(conv.out_shape, "gelu")
+    blocks = [Sequential(shape, [conv, act, MaxPool2d(act.out_shape, 2)]),
+              Residual(shape, Conv2d(shape, channels=2, kernel=3, padding=1))]
+    for m in blocks:
+        m = m.double()
+        x = torch.randn(B, *shape, dtype=torch.float64)
+        term = Term("t", 0, 1, m, ACTIVATIONS["tanh"], precision=0.5)
+        target = torch.randn(B, *m.out_shape, dtype=torch.float64)
+        err = term.errors(target, x)
+        s_ = x.clone().requires_grad_(True)
+        E = term.direct_energy(target, s_)
+        auto = torch.autograd.grad(E, [s_] + list(m.parameters()))
+        assert rel_err(-m.transpose(err.h, err.ctx), auto[0]) < 1e-10
+        for g, ag in zip(term.weight_grads(err), auto[1:]):
+            assert rel_err(g, ag) < 1e-10

@@ -102,12 +102,14 @@ def check_positive_int(name: str, value) -> int:
     return value
 
 
-def build_map(name: str, in_shape: Shape, kwargs: Optional[dict] = None) -> Map:
-    """A registered primitive by name, with a clear error for an unknown one or bad arguments."""
+def build_map(name: str, in_shape: Shape, args: Any = None) -> Map:
+    """A registered primitive by name: `args` is a mapping of keyword arguments, or one
+    value for the first argument (`maxpool: 2`, `act: gelu`), or None for defaults."""
     if name not in REGISTRY:
         raise ConfigError(f"unknown layer primitive {name!r}; registered: {sorted(REGISTRY)}")
-    kwargs = dict(kwargs or {})
     try:
-        return REGISTRY[name](in_shape, **kwargs)
+        if isinstance(args, dict):
+            return REGISTRY[name](in_shape, **args)
+        return REGISTRY[name](in_shape) if args is None else REGISTRY[name](in_shape, args)
     except TypeError as exc:
-        raise ConfigError(f"bad arguments for {name!r} ({kwargs}): {exc}") from None
+        raise ConfigError(f"bad arguments for {name!r} ({args}): {exc}") from None

@@ -55,9 +55,12 @@ class Dense(Map):
 
     def _source(self, x: Tensor) -> tuple[Tensor, Optional[Tensor]]:
         """phi(x) and phi'(x) (None when there is no pre-activation)."""
-        if self.pre is None:
+        if self.pre is None or self.pre.is_identity:
             return x, None
-        return self.pre.f(x), (None if self.pre.is_identity else self.pre.df(x))
+        u = self.pre.f(x)
+        if self.pre.name == "relu":  # phi'(x) = 1 where x > 0: the sign of relu(x), one op
+            return u, torch.sign(u)
+        return u, self.pre.df(x)
 
     def predict(self, x: Tensor) -> tuple[Tensor, Any]:
         u, slope = self._source(x)
@@ -72,10 +75,10 @@ class Dense(Map):
         u, slope = self._source(x)
         if self.bias is not None:
             torch.addmm(self.bias, u, self.weight.T, alpha=self.scale, out=out)
+        elif self.scale != 1.0:
+            torch.addmm(out, u, self.weight.T, beta=0, alpha=self.scale, out=out)
         else:
             torch.matmul(u, self.weight.T, out=out)
-            if self.scale != 1.0:
-                out.mul_(self.scale)
         return (u, slope)
 
     def transpose(self, h: Tensor, ctx: Any) -> Tensor:
@@ -88,7 +91,7 @@ class Dense(Map):
         if ctx[1] is None:
             dst.addmm_(h, self.weight, alpha=alpha * self.scale)
         else:
-            dst.add_(self.transpose(h, ctx), alpha=alpha)
+            dst.addcmul_(h @ self.weight, ctx[1], value=alpha * self.scale)
 
     def weight_grads(self, h: Tensor, ctx: Any) -> list[Tensor]:
         g = (h.T @ ctx[0]).neg_() if self.scale == 1.0 else (h.T @ ctx[0]).mul_(-self.scale)

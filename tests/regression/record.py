@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from pcn_lightning import cli
-from tests.regression.fingerprint import RUNS, fingerprint, run_args
+from tests.regression.fingerprint import RUNS, THREADS, fingerprint, run_args
 
 OUT = Path(__file__).with_name("reference_30_steps.json")
 
@@ -23,6 +23,7 @@ def main() -> None:
 
     if OUT.exists() and "--force" not in sys.argv:
         raise SystemExit(f"{OUT} holds the reference of the pre-redesign code; pass --force to overwrite it")
+    torch.set_num_threads(THREADS)
     ref = {}
     for name, config in RUNS.items():
         with tempfile.TemporaryDirectory() as d:
