@@ -28,6 +28,14 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 REPO = Path(__file__).resolve().parents[1]
 NOTES = "<!-- notes: kept when the table is regenerated -->"
 
+def precision(nu: float) -> list[str]:
+    return ["--model.learn_precision", "true", "--model.precision_prior", str(nu), "--model.predictive_precision", "true",
+            "--trainer.callbacks+=callbacks.reliability.ReliabilityDiagram"]
+
+
+PRECISION = precision(1.0)
+EIGHT = ["--data.classes", "[0, 1, 2, 3, 4, 5, 6, 7]"]
+
 RUNS = {
     # name: (config, extra args, description)
     "pcn_discriminative": ("configs/fashion_mnist.yaml", [], "PCN, discriminative (configs/fashion_mnist.yaml)"),
@@ -47,6 +55,17 @@ RUNS = {
                              "backprop twin of the seed's recipe (same shape, SGD 0.005, epochs)"),
     "pcn_discriminative_T4": ("configs/fashion_mnist.yaml", ["--model.T_infer", "4"],
                               "PCN, discriminative, T_infer 4 (instead of 20)"),
+    "pcn_discriminative_precision": ("configs/fashion_mnist.yaml", PRECISION, "PCN, discriminative, learned precisions (Gamma prior nu 1) and predictive precision"),
+    "pcn_generative_precision": ("configs/fashion_mnist_generative.yaml", PRECISION, "PCN, generative, learned precisions (Gamma prior nu 1) and predictive precision"),
+    "pcn_generative_precision_nu01": ("configs/fashion_mnist_generative.yaml", precision(0.1),
+                                      "PCN, generative, learned precisions (Gamma prior nu 0.1) and predictive precision"),
+    "twin_discriminative_ce": ("configs/fashion_mnist.yaml", ["--model.class_path", "pcn_lightning.BackpropTwin", "--model.init_args.loss", "ce"],
+                               "backprop twin of the discriminative PCN, cross-entropy loss"),
+    "pcn_discriminative_precision_8cls": ("configs/fashion_mnist.yaml", PRECISION + EIGHT, "the same, trained on classes 0-7 (OOD: 8, 9)"),
+    "twin_discriminative_8cls": ("configs/fashion_mnist.yaml", ["--model.class_path", "pcn_lightning.BackpropTwin"] + EIGHT, "its twin, classes 0-7"),
+    "twin_discriminative_ce_8cls": ("configs/fashion_mnist.yaml", ["--model.class_path", "pcn_lightning.BackpropTwin", "--model.init_args.loss", "ce"] + EIGHT, "its cross-entropy twin, classes 0-7"),
+    "pcn_generative_precision_8cls": ("configs/fashion_mnist_generative.yaml", PRECISION + EIGHT, "generative PCN with learned precisions, classes 0-7"),
+    "twin_generative_8cls": ("configs/fashion_mnist_generative.yaml", ["--model.class_path", "pcn_lightning.BackpropTwin"] + EIGHT, "its twin, classes 0-7"),
     "pcn_conv": ("configs/fashion_mnist_conv.yaml", [], "conv PCN (configs/fashion_mnist_conv.yaml)"),
     "twin_conv": ("configs/fashion_mnist_conv.yaml", ["--model.class_path", "pcn_lightning.BackpropTwin"],
                   "backprop twin of the conv PCN (same blocks, init, AdamW, lr, epochs)"),
@@ -91,7 +110,7 @@ def run_one(name: str, seed: int, workdir: Path) -> dict:
     wall = time.perf_counter() - t0
     if r.returncode != 0:
         raise RuntimeError(f"{name} seed {seed} failed:\n{r.stderr[-3000:]}")
-    run_dir = workdir / f"{name}_s{seed}" / "version_0"
+    run_dir = sorted((workdir / f"{name}_s{seed}").glob("version_*"), key=lambda p: int(p.name.split("_")[1]))[-1]
     s = scalars(run_dir)
     out = {
         "name": name, "seed": seed, "wall_s": wall,
@@ -100,7 +119,12 @@ def run_one(name: str, seed: int, workdir: Path) -> dict:
         "test_top1": s["test/acc_top1"][-1], "test_top3": s["test/acc_top3"][-1],
         "epoch_s": statistics.median(s["time/epoch_s"]) if "time/epoch_s" in s else None,
     }
-    if name.startswith("pcn_generative"):
+    if "precision/predictive" in s:
+        out["predictive_precision"] = s["precision/predictive"][-1]
+        out["precisions"] = {t.split("/", 1)[1]: v[-1] for t, v in s.items() if t.startswith("precision/")}
+    if "val/ece" in s:
+        out["val_ece_last"] = s["val/ece"][-1]
+    if name.startswith("pcn_generative") and "8cls" not in name:
         best = next((run_dir / "checkpoints").glob("best-*.ckpt"))
         out["test_top1_label_clamped"] = label_clamped_accuracy(best)
     return out
@@ -117,6 +141,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--runs", nargs="+", default=list(RUNS), choices=list(RUNS))
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "ACCURACY.md"))
+    ap.add_argument("--workdir", default=None, help="keep the runs (checkpoints, logs) here instead of a temporary folder")
     ap.add_argument("--from_logs", nargs="+", default=None,
                     help="build the table from the JSON lines earlier runs printed, without training")
     args = ap.parse_args()
@@ -126,9 +151,11 @@ def main() -> None:
             results += [json.loads(l) for l in Path(f).read_text().splitlines() if l.startswith("{")]
     else:
         with tempfile.TemporaryDirectory() as tmp:
+            work = Path(args.workdir or tmp)
+            work.mkdir(parents=True, exist_ok=True)
             for name in args.runs:
                 for seed in args.seeds:
-                    res = run_one(name, seed, Path(tmp))
+                    res = run_one(name, seed, work)
                     print(json.dumps(res), flush=True)
                     results.append(res)
     rows = []

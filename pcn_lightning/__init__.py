@@ -11,6 +11,8 @@ from pcn_lightning.terms import Term, TermErrors
 from pcn_lightning.module import PCNModule
 from pcn_lightning.twin import BackpropTwin
 from pcn_lightning.data import PCNDataModule
+from pcn_lightning.text import ShakespeareCharDataModule
+from pcn_lightning.language import TemporalPCNModule, TemporalTwin
 
 __all__ = [
     "ACTIVATIONS", "Activation", "get_activation",
@@ -19,5 +21,5 @@ __all__ = [
     "Inference", "EvalInference", "Learning",
     "SettleResult", "reference_step", "relative_drop", "settle",
     "ConfigError", "DataNotFoundError", "DivergenceError", "PCNError",
-    "PCNModule", "BackpropTwin", "PCNDataModule",
+    "PCNModule", "BackpropTwin", "PCNDataModule", "ShakespeareCharDataModule", "TemporalPCNModule", "TemporalTwin",
 ]

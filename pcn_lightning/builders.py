@@ -43,7 +43,7 @@ from pcn_lightning.errors import ConfigError
 from pcn_lightning.network import Node, PCNetwork
 from pcn_lightning.primitives import REGISTRY, Map, Sequential, build_map
 from pcn_lightning.primitives.skip import Residual
-from pcn_lightning.terms import Term
+from pcn_lightning.terms import CategoricalTerm, Term
 
 DIRECTIONS = ("generative", "discriminative")
 PARAMETRIZATIONS = ("standard", "mupc")
@@ -68,6 +68,9 @@ class NetworkSpec:
         amortized: generative only: learn a bottom-up guess of the latents.
         parametrization: "standard" (xavier-uniform weights, no multipliers) or
             "mupc" (N(0, 1) weights, muPC's multipliers in the predictions).
+        label_energy: the label's term: "gaussian" (pi/2 ||y - prediction||^2, the
+            seed's) or "categorical" (-pi log softmax(prediction)[y]: a
+            cross-entropy energy with the local error y - softmax).
     """
 
     direction: str = "generative"
@@ -77,8 +80,11 @@ class NetworkSpec:
     precisions: Optional[list[float]] = None
     amortized: bool = False
     parametrization: str = "standard"
+    label_energy: str = "gaussian"
 
     def __post_init__(self) -> None:
+        if self.label_energy not in ("gaussian", "categorical"):
+            raise ConfigError(f"unknown label_energy {self.label_energy!r}; choose 'gaussian' or 'categorical'")
         if self.direction not in DIRECTIONS:
             raise ConfigError(f"unknown direction {self.direction!r}; choose one of {list(DIRECTIONS)}")
         if self.parametrization not in PARAMETRIZATIONS:
@@ -229,6 +235,9 @@ def _discriminative(spec: NetworkSpec, blocks: list[dict], input_shape: tuple, n
         source = data - i  # the data for i = 0, hidden layer i above it
         target = source - 1
         name = "readout" if i == n - 1 else f"layer{i + 1}"
+        if i == n - 1 and spec.label_energy == "categorical":
+            terms.append(CategoricalTerm(name, target, source, m, precisions[i]))
+            continue
         act = get_activation(block.get("activation", "linear") if i < n - 1 else "linear")
         terms.append(Term(name, target, source, m, act, precisions[i]))
     return PCNetwork(nodes, terms, description="discriminative")
@@ -273,7 +282,9 @@ def _generative(spec: NetworkSpec, input_dim: int, num_classes: int) -> PCNetwor
     nodes.append(Node("label", (num_classes,), "label"))
     terms = [Term(f"layer{l}", l, l + 1, Dense((dims[l + 1],), dims[l]), get_activation(acts[l]), precisions[l])
              for l in range(L)]
-    terms.append(Term("readout", L + 1, L, Dense((dims[L],), num_classes), get_activation("linear"), precisions[L]))
+    readout = Dense((dims[L],), num_classes)
+    terms.append(CategoricalTerm("readout", L + 1, L, readout, precisions[L]) if spec.label_energy == "categorical"
+                 else Term("readout", L + 1, L, readout, get_activation("linear"), precisions[L]))
     amortizer = []
     if spec.amortized:  # V(l) guesses x(l+1) from x(l): ReLU below the top, linear at the top
         for l in range(L):

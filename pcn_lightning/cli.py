@@ -25,15 +25,27 @@ from lightning.pytorch.cli import LightningCLI
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 
 from callbacks.interrupt_checkpoint import InterruptCheckpoint
-from pcn_lightning.data import PCNDataModule, input_shape_of, num_classes_of
+from pcn_lightning.data import input_shape_of, num_classes_of
+from pcn_lightning.text import vocab_size_of
 from pcn_lightning.errors import ConfigError, DivergenceError, PCNError
 from pcn_lightning.settings import flat_aliases
 
 
+def linked_input_shape(dataset: str, data_dir) -> list[int]:
+    """One sample's shape: an image's (C, H, W), or a character's one-hot over the vocabulary."""
+    return [vocab_size_of(data_dir)] if dataset == "shakespeare_char" else input_shape_of(dataset)
+
+
+def linked_output_dim(dataset: str, data_dir) -> int:
+    """The classes to predict: the dataset's, or the corpus's characters."""
+    return vocab_size_of(data_dir) if dataset == "shakespeare_char" else num_classes_of(dataset)
+
+
 class PCNCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
-        parser.link_arguments("data.dataset", "model.init_args.input_shape", compute_fn=input_shape_of)
-        parser.link_arguments("data.dataset", "model.init_args.output_dim", compute_fn=num_classes_of)
+        sources = ("data.init_args.dataset", "data.init_args.data_dir")
+        parser.link_arguments(sources, "model.init_args.input_shape", compute_fn=linked_input_shape)
+        parser.link_arguments(sources, "model.init_args.output_dim", compute_fn=linked_output_dim)
         parser.add_argument("--ckpt_path", type=Optional[str], default=None,
                             help="resume training from this checkpoint")
         parser.add_argument("--test", type=bool, default=True,
@@ -205,8 +217,9 @@ def main(args: Optional[list[str]] = None) -> int:
         check_no_linked_overrides(args)
         cli = PCNCLI(
             L.LightningModule,
-            PCNDataModule,
+            L.LightningDataModule,
             subclass_mode_model=True,
+            subclass_mode_data=True,
             run=False,
             args=args,
             save_config_kwargs={"overwrite": False},

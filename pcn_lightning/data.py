@@ -283,6 +283,9 @@ class PCNDataModule(L.LightningDataModule):
             the epoch; independent of the number of devices, see GlobalBatchSampler).
         download: download CIFAR with torchvision when it is missing.
         limit_train: use only the first N training samples (for quick runs).
+        classes: keep only these classes (train, validation and test), labels
+            unchanged: e.g. train on 8 classes and keep the other 2 out of
+            distribution (benchmarks/uncertainty.py).
         augment: random crops (padding 4) and horizontal flips of the training
             images, drawn per batch on the device from a stream seeded by
             split_seed, the training step and the rank (exact on resume);
@@ -303,6 +306,7 @@ class PCNDataModule(L.LightningDataModule):
         download: bool = True,
         limit_train: Optional[int] = None,
         augment: bool = False,
+        classes: Optional[list[int]] = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -313,6 +317,8 @@ class PCNDataModule(L.LightningDataModule):
             raise ConfigError(f"val_size as a fraction must lie in (0, 1); got {val_size}")
         if isinstance(val_size, int) and val_size < 0:
             raise ConfigError(f"val_size must be >= 0; got {val_size}")
+        if classes is not None and (not classes or any(not 0 <= c < DATASETS[dataset][1] for c in classes)):
+            raise ConfigError(f"classes must be a non-empty list of labels in 0..{DATASETS[dataset][1] - 1}; got {classes}")
         self.dataset = dataset
         self.user_data_dir = data_dir
         self.data_dir = Path(data_dir) if data_dir is not None else Path("data")
@@ -380,6 +386,9 @@ class PCNDataModule(L.LightningDataModule):
             raise ConfigError(f"the {self.dataset} {split} data contains NaN or inf values; check the files in {self.data_dir}")
         if y.min() < 0 or y.max() >= self.num_classes:
             raise ConfigError(f"{self.dataset} {split} labels lie outside 0..{self.num_classes - 1}")
+        if self.hparams.classes is not None:
+            keep = torch.isin(y, torch.tensor(list(self.hparams.classes)))
+            x, y = x[keep], y[keep]
         return x, y
 
     def setup(self, stage: Optional[str] = None) -> None:

@@ -126,7 +126,7 @@ def step_in_place(net: PCNetwork, xs: Sequence[Tensor], free: Sequence[bool], et
             continue
         for k in net.targets_of[j]:
             if errors[k] is not None:
-                x.sub_(errors[k].eps, alpha=eta * net.terms[k].pi)
+                net.terms[k].sub_scaled_error_(x, errors[k], eta)
         for k in net.sources_of[j]:
             if errors[k] is not None:
                 net.terms[k].map.transpose_add_(x, errors[k].h, errors[k].ctx, eta)
@@ -172,7 +172,7 @@ def sweep_in_place(net: PCNetwork, xs: Sequence[Tensor], free: Sequence[bool], e
         x = xs[j]
         for k in net.targets_of[j]:
             if errors[k] is not None:
-                x.sub_(errors[k].eps, alpha=eta * net.terms[k].pi)
+                net.terms[k].sub_scaled_error_(x, errors[k], eta)
         for k in net.sources_of[j]:
             if errors[k] is not None:
                 net.terms[k].map.transpose_add_(x, errors[k].h, errors[k].ctx, eta)

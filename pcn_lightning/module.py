@@ -70,7 +70,12 @@ class PCNModule(L.LightningModule):
         self.rates = learning.rates(len(self.net.terms))
         if learning.learn_precision:
             for t in self.net.terms:
-                t.learn_precision()
+                t.learn_precision(() if learning.precision_shape == "scalar" else self.net.nodes[t.target].shape)
+        # the precision of the label-free prediction: class probabilities softmax(pi * prediction)
+        if learning.predictive_precision:
+            self.predictive_log_precision = torch.nn.Parameter(torch.zeros(()))
+        else:  # not learned: pi = 1
+            self.register_buffer("predictive_log_precision", torch.zeros(()), persistent=False)
         self.rules = self._make_rules()
         self.last_term_energies: Optional[Tensor] = None  # per sample, of the last training step
         self.last_settle_steps = 0
@@ -98,7 +103,10 @@ class PCNModule(L.LightningModule):
         if len(self.net.amortizer):
             out.append(rules.Amortizer(self.net))
         if self.learning.learn_precision:
-            out.append(rules.Precision(self.net))
+            out.append(rules.Precision(self.net, self.learning.precision_prior))
+        if self.learning.predictive_precision:
+            # no prior needed: the label-free prediction never sees the label, its error cannot vanish
+            out.append(rules.PredictivePrecision(self.net, self.predictive_log_precision, 0.0, 1.0))
         return out
 
     @property
@@ -231,7 +239,9 @@ class PCNModule(L.LightningModule):
             self.log("train/settle_steps_epoch", self._epoch_steps / self._epoch_batches, on_epoch=True, sync_dist=True)
         if self.learning.learn_precision:
             for t in self.net.terms:
-                self.log(f"precision/{t.name}", t.pi, on_step=False, on_epoch=True)
+                self.log(f"precision/{t.name}", float(torch.as_tensor(t.pi).mean()), on_step=False, on_epoch=True)
+        if self.learning.predictive_precision:
+            self.log("precision/predictive", self.predictive_log_precision.detach().exp(), on_step=False, on_epoch=True)
         self._epoch_sums = None
 
     # ------------------------------------------------------------ evaluation
@@ -283,9 +293,33 @@ class PCNModule(L.LightningModule):
     def test_step(self, batch, batch_idx: int) -> Tensor:
         return self._eval_step("test", batch)
 
-    def predict_step(self, batch, batch_idx: int) -> Tensor:
+    def predict_step(self, batch, batch_idx: int) -> dict:
         x = batch[0] if isinstance(batch, (tuple, list)) else batch
-        return self.eval_outputs(x)[0]
+        return self.predict_uncertainty(x)
+
+    @torch.no_grad()
+    def predict_uncertainty(self, x: Tensor) -> dict:
+        """Label-free outputs with their uncertainty, for a batch of inputs:
+
+        - `logits`: the label's predicted values (B, C), as `predict_logits`;
+        - `probs`: class probabilities softmax(pi * logits), pi the learned precision of
+          the label-free prediction (`predictive_precision`; 1 when not learned);
+        - `energy`: each sample's settled energy (B,), how badly the network explains it;
+        - `term_energies`: each term's precision-weighted error per sample (B, terms).
+        """
+        x = self._checked_input(x)
+        xs, result = self.settle_batch(x, None, self.eval_inference, per_sample_seeds=True)
+        logits = xs[self.net.label]
+        per_term = [t.sample_energy(e) if e is not None else logits.new_zeros(x.shape[0])
+                    for t, e in zip(self.net.terms, result.errors)]
+        term_energies = torch.stack(per_term, 1)
+        return {"logits": logits, "probs": self.class_probabilities(logits), "energy": term_energies.sum(1),
+                "term_energies": term_energies}
+
+    def class_probabilities(self, logits: Tensor) -> Tensor:
+        """softmax(pi * prediction): the classes' posterior under the Gaussian label model
+        with the learned precision pi of the label-free prediction (1 when not learned)."""
+        return torch.softmax(self.predictive_log_precision.detach().exp() * logits, 1)
 
     # ------------------------------------------------------------ generation
     def class_prototypes(self, x: Tensor, y: Tensor) -> Tensor:

@@ -29,8 +29,9 @@ def make_optimizer(net: PCNetwork, rules: Sequence, rates: Sequence[float], lear
     groups = [g for g in groups if g["params"]]
     if len(net.amortizer):
         groups.append({"params": [p for t in net.amortizer for p in t.map.parameters()], "lr": learning.eta_amort})
-    if learning.learn_precision:
-        groups.append({"params": [t.log_precision for t in net.terms], "lr": learning.eta_precision})
+    precisions = [p for r in rules if getattr(r, "learns_precision", False) for p in r.parameters()]
+    if precisions:
+        groups.append({"params": precisions, "lr": learning.eta_precision})
     if learning.optimizer == "sgd":
         opt = torch.optim.SGD(groups, lr=rates[0], momentum=learning.momentum, weight_decay=learning.weight_decay)
     else:

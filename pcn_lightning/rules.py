@@ -105,14 +105,24 @@ class Amortizer(Rule):
 
 
 class Precision(Rule):
-    """Learned log-precision of every term, by dF/dlog pi = pi/2 ||eps||^2 - n/2.
+    """Each term's learned log-precision (one, or one per unit), by its local rule on
+    the free energy with a Gamma prior on every precision p:
 
-    Its fixed point is the inverse mean squared error of the term. F is unbounded
-    below in the precision of a term whose error the free latents can drive to
-    zero, so such precisions run away (see the tests)."""
+        F = E - sum n/2 log p  +  nu n/2 (p / p0 - log p)
+        dF/dlog p = p S/2 - n/2 + nu n/2 (p / p0 - 1)
 
-    def __init__(self, net: PCNetwork) -> None:
-        self.net = net
+    S: the squared errors it weighs, summed over the batch (and the term's values,
+    for one per term); n: how many (B, or B x values). p0: the term's configured
+    precision (the prior's centre); nu: the prior's strength in pseudo-observations
+    per observation. The fixed point p* = (1 + nu) / (S/n + nu/p0) is the inverse
+    mean squared error shrunk toward p0, and bounded above by p0 (1 + nu) / nu however
+    small the error gets: without the prior (nu = 0) the precision of a term the free
+    latents can explain away runs off to infinity (F is unbounded below there)."""
+
+    learns_precision = True
+
+    def __init__(self, net: PCNetwork, prior_strength: float = 0.0) -> None:
+        self.net, self.nu = net, float(prior_strength)
 
     def parameters(self) -> list[nn.Parameter]:
         return [t.log_precision for t in self.net.terms]
@@ -122,11 +132,53 @@ class Precision(Rule):
         for t, e in zip(self.net.terms, batch.errors):
             if e is None:
                 grads.append(torch.zeros_like(t.log_precision))
-            else:
-                grads.append(t.energy(e) - 0.5 * e.eps.numel())
+                continue
+            grads.append(precision_gradient(t.log_precision.detach(), e.eps, self.nu, t.prior_mean))
         return grads
 
 
-def precision_free_energy(net: PCNetwork, errors: Sequence[TermErrors], log_precisions: Tensor) -> Tensor:
-    """F = sum_k [pi(k)/2 ||eps(k)||^2 - n(k)/2 log pi(k)] for given log-precisions (for autograd)."""
-    return sum(0.5 * lp.exp() * e.eps.pow(2).sum() - 0.5 * e.eps.numel() * lp for lp, e in zip(log_precisions, errors))
+def precision_gradient(log_p: Tensor, eps: Tensor, nu: float, p0: float) -> Tensor:
+    """dF/dlog p for errors eps (B, *shape) and a log-precision of shape () or eps.shape[1:]."""
+    p = log_p.exp()
+    if log_p.dim() == 0:
+        S, n = eps.square().sum(), float(eps.numel())
+    else:
+        S, n = eps.square().sum(0), float(eps.shape[0])
+    return p * S / 2 - n / 2 + nu * n / 2 * (p / p0 - 1)
+
+
+class PredictivePrecision(Rule):
+    """The precision of the label's prediction at test, for class probabilities
+    softmax(pi_pred * prediction) (the Gaussian label model's posterior over classes).
+    Learned by the same local rule and prior as `Precision`, on the error between the
+    label and the label-free prediction (the state evaluation reads), not on the
+    clamped one; it does not enter inference or the other rules."""
+
+    learns_precision = True
+
+    def __init__(self, net: PCNetwork, log_precision: nn.Parameter, prior_strength: float, prior_mean: float) -> None:
+        self.net, self.log_precision = net, log_precision
+        self.nu, self.p0 = float(prior_strength), float(prior_mean)
+        self.term = next(k for k, t in enumerate(net.terms) if t.target == net.label)
+
+    def parameters(self) -> list[nn.Parameter]:
+        return [self.log_precision]
+
+    def gradients(self, batch: SettledBatch) -> list[Tensor]:
+        free = batch.label_free()
+        eps = batch.label - free[self.net.label]
+        return [precision_gradient(self.log_precision.detach(), eps, self.nu, self.p0)]
+
+
+def precision_free_energy(net: PCNetwork, errors: Sequence[TermErrors], log_precisions: Sequence[Tensor],
+                          nu: float = 0.0, prior_means: Optional[Sequence[float]] = None) -> Tensor:
+    """F = sum_k [p/2 S - n/2 log p + nu n/2 (p/p0 - log p)] for given log-precisions
+    (one per term, each of shape () or the term's value shape), written out for autograd."""
+    F = 0.0
+    for k, (lp, e) in enumerate(zip(log_precisions, errors)):
+        p = lp.exp()
+        per_value = e.eps.square().sum(0) if lp.dim() else e.eps.square().sum()
+        n = float(e.eps.shape[0]) if lp.dim() else float(e.eps.numel())
+        p0 = 1.0 if prior_means is None else prior_means[k]
+        F = F + (0.5 * p * per_value - 0.5 * n * lp + nu * n / 2 * (p / p0 - lp)).sum()
+    return F

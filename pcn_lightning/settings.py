@@ -123,6 +123,15 @@ class Learning:
             settle without the label, the state evaluation reads).
         eta_amort: learning rate of the amortizer (amortized networks).
         learn_precision: learn each term's precision by its own local rule.
+        precision_shape: "scalar" (one precision per term) or "unit" (one per
+            predicted value: a diagonal precision).
+        precision_prior: strength nu of the Gamma prior on every learned precision,
+            in pseudo-observations per observation, centred on the configured
+            precision p0; it bounds a precision by p0 (1 + nu) / nu (0: no prior:
+            precisions that the latents can explain away run off).
+        predictive_precision: learn the precision of the label's label-free
+            prediction (for class probabilities, see `PCNModule.predict_uncertainty`);
+            costs a label-free settle per step where the network needs settling.
         eta_precision: learning rate of the log-precisions.
         grad_clip_norm: clip the norm of the hand-set gradients before each step.
     """
@@ -137,6 +146,9 @@ class Learning:
     readout_learning: str = "clamped"
     eta_amort: float = 0.001
     learn_precision: bool = False
+    precision_shape: str = "scalar"
+    precision_prior: float = 0.0
+    predictive_precision: bool = False
     eta_precision: float = 0.01
     grad_clip_norm: Optional[float] = None
 
@@ -151,6 +163,10 @@ class Learning:
         one_of("readout_learning", self.readout_learning, READOUT_LEARNING)
         positive_float("eta_amort", self.eta_amort)
         positive_float("eta_precision", self.eta_precision)
+        one_of("precision_shape", self.precision_shape, ("scalar", "unit"))
+        if isinstance(self.precision_prior, bool) or not isinstance(self.precision_prior, (int, float)) \
+                or not 0 <= self.precision_prior < math.inf:
+            raise ConfigError(f"precision_prior must be a number >= 0; got {self.precision_prior!r}")
         if self.grad_clip_norm is not None:
             positive_float("grad_clip_norm", self.grad_clip_norm)
         if self.momentum < 0 or self.weight_decay < 0:

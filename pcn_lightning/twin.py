@@ -46,6 +46,11 @@ class BackpropTwin(L.LightningModule):
         self.net = build_network(network, shape, output_dim)
         self.learning, self.loss_name = learning, loss
         self.rates = learning.rates(len(self.net.terms))
+        # the precision of the prediction, 1 / its mean squared error on the training
+        # labels (refit every epoch): class probabilities softmax(pi * scores) for the
+        # squared-error twin, as the PCN's; plain softmax(scores) for cross-entropy
+        self.register_buffer("predictive_log_precision", torch.zeros(()))
+        self._sse = self._count = 0.0
         C = self.net.num_classes
         self.metrics = torch.nn.ModuleDict()
         for stage in ("val", "test"):
@@ -75,9 +80,24 @@ class BackpropTwin(L.LightningModule):
         if self.loss_name == "ce":
             loss = F.cross_entropy(scores, y)
         else:
-            loss = 0.5 * (F.one_hot(y, self.net.num_classes).to(scores.dtype) - scores).pow(2).sum(1).mean()
+            sq = (F.one_hot(y, self.net.num_classes).to(scores.dtype) - scores).pow(2)
+            loss = 0.5 * sq.sum(1).mean()
+            self._sse += sq.detach().sum().item()
+            self._count += sq.numel()
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True)
         return loss
+
+    def on_train_epoch_end(self) -> None:
+        if self._count:
+            self.predictive_log_precision.fill_(torch.log(torch.tensor(self._count / self._sse)).item())
+            self.log("precision/predictive", self.predictive_log_precision.exp(), on_epoch=True)
+        self._sse = self._count = 0.0
+
+    def class_probabilities(self, logits: Tensor) -> Tensor:
+        """softmax(scores) (cross-entropy) or softmax(pi * scores) (squared error, pi fitted)."""
+        if self.loss_name == "ce":
+            return torch.softmax(logits, 1)
+        return torch.softmax(self.predictive_log_precision.exp() * logits, 1)
 
     def predict_logits(self, x: Tensor) -> Tensor:
         with torch.no_grad():

@@ -1,0 +1,282 @@
+"""Temporal predictive coding for language: a character model with local rules only.
+
+At every character t (Millidge et al. 2024's temporal PC, here with a categorical
+output energy):
+
+    context(t) = [z(t-1), one-hot(c(t-k)), ..., one-hot(c(t-1))]     clamped
+    z(t)       = tanh(W_z context(t) + b)                             predicted, then free
+    c(t)       ~ softmax(W_out z(t) + b_out)                          E_out = -pi log p(c(t))
+
+The latent z(t) starts at its prediction from the past (held fixed), settles with
+the observed character c(t) clamped (T inference steps on pi/2 ||eps_z||^2 + E_out),
+and every weight learns by its local rule from the settled errors: no
+backpropagation through time, no autograd. The network of one step is an ordinary
+discriminative PCNetwork (dense primitives, a categorical label term), so every
+rule is the one tested against autograd there. The state carried to t+1 is the
+prediction z(t) (`carry: predicted`, the same dynamics at training and at test,
+where no character is ever seen before it is predicted) or the settled one
+(`carry: settled`, the filtered state; at test, the settle after seeing c(t) uses
+the character only once it is in the past).
+
+`TemporalTwin` is the same network and parameters trained by backpropagation
+through time over each batch's characters (the hidden state carried, detached,
+across batches), with the same optimizer and number of updates.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+
+from pcn_lightning.builders import NetworkSpec, build_network, twin_forward
+from pcn_lightning.errors import ConfigError
+from pcn_lightning.inference import settle
+from pcn_lightning.optim import attached_trainer, make_optimizer, stretch_cosine
+from pcn_lightning.rules import Hebbian, SettledBatch
+from pcn_lightning.settings import Inference, Learning, as_settings, positive_int
+
+Tensor = torch.Tensor
+
+
+class CharModelBase(L.LightningModule):
+    """What the PC model and its twin share: the network, the context, the state, evaluation."""
+
+    def __init__(self, hidden: int, window: int, extra_layers: int, label_precision: float,
+                 learning: Learning, output_dim: int) -> None:
+        super().__init__()
+        self.hidden, self.window, self.vocab_size = positive_int("hidden", hidden), positive_int("window", window), output_dim
+        if isinstance(extra_layers, bool) or not isinstance(extra_layers, int) or extra_layers < 0:
+            raise ConfigError(f"extra_layers must be an integer >= 0; got {extra_layers!r}")
+        layers = [{"dense": {"units": hidden, "bias": True}, "activation": "tanh"}]
+        layers += [{"dense": {"units": hidden, "bias": True}, "activation": "tanh"}] * extra_layers
+        layers.append({"dense": {"bias": True}})
+        spec = NetworkSpec(direction="discriminative", layers=layers, label_energy="categorical",
+                           precisions=[1.0] * (1 + extra_layers) + [float(label_precision)])
+        self.net = build_network(spec, [hidden + window * output_dim], output_dim)
+        self.recurrent = self.net.terms[0].target  # the node z(t) carried to the next step
+        self.learning = learning
+        self.rates = learning.rates(len(self.net.terms))
+        self.vocab: Optional[str] = None
+        self._state: dict = {}
+        self._bits = {"train": [0.0, 0], "val": [0.0, 0], "test": [0.0, 0]}
+
+    # ---------------------------------------------------------- the context
+    def reset_state(self, stage: str, batch: int) -> None:
+        dtype = next(self.net.parameters()).dtype
+        self._state[stage] = (torch.zeros(batch, self.hidden, device=self.device, dtype=dtype),
+                              torch.zeros(batch, self.window, dtype=torch.long, device=self.device))
+
+    def context(self, stage: str, chars: Tensor) -> Tensor:
+        """Push the newest input characters into the window; [z(t-1), one-hot window]."""
+        z, win = self._state[stage]
+        win = torch.cat([win[:, 1:], chars[:, None]], 1)
+        self._state[stage] = (z, win)
+        return torch.cat([z, F.one_hot(win, self.vocab_size).to(z.dtype).flatten(1)], 1)
+
+    def set_recurrent(self, stage: str, z: Tensor) -> None:
+        self._state[stage] = (z, self._state[stage][1])
+
+    def ensure_state(self, stage: str, batch: int) -> None:
+        if stage not in self._state or self._state[stage][0].shape[0] != batch:
+            self.reset_state(stage, batch)
+
+    def on_train_epoch_start(self) -> None:
+        self._state.pop("train", None)
+
+    def on_validation_epoch_start(self) -> None:
+        self._state.pop("val", None)
+
+    def on_test_epoch_start(self) -> None:
+        self._state.pop("test", None)
+
+    @torch.no_grad()
+    def step_logits(self, stage: str, chars: Tensor) -> Tensor:
+        """The next character's logits from the past only (the prediction sweep); moves the state."""
+        ctx = self.context(stage, chars)
+        xs = [None] * len(self.net.nodes)
+        xs[self.net.data] = ctx
+        self.net.sweep(xs, self.net.terms, self.net.sweep_order[:-1])
+        readout = self.net.terms[-1]
+        self.set_recurrent(stage, xs[self.recurrent])
+        return readout.map.predict(xs[readout.source])[0]
+
+    def _eval(self, stage: str, batch) -> None:
+        x, y = batch
+        self.ensure_state(stage, x.shape[0])
+        nll = 0.0
+        for t in range(x.shape[1]):
+            nll += F.cross_entropy(self.step_logits(stage, x[:, t]), y[:, t], reduction="sum").item()
+        self._bits[stage][0] += nll / math.log(2)
+        self._bits[stage][1] += y.numel()
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._eval("val", batch)
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._eval("test", batch)
+
+    def _log_bits(self, stage: str) -> None:
+        total, n = self._bits[stage]
+        if n:
+            value = torch.tensor(total / n, device=self.device)
+            self.log(f"{stage}/bits_per_char", value, prog_bar=stage == "val", sync_dist=True)
+        self._bits[stage] = [0.0, 0]
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_bits("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_bits("test")
+
+    # ---------------------------------------------------------- vocabulary
+    def setup(self, stage: str) -> None:
+        trainer = attached_trainer(self)
+        dm = getattr(trainer, "datamodule", None) if trainer is not None else None
+        if dm is not None and getattr(dm, "vocab", None) is None and hasattr(dm, "setup"):
+            dm.setup(stage)
+        if dm is not None and getattr(dm, "vocab", None):
+            if len(dm.vocab) != self.vocab_size:
+                raise ConfigError(f"the corpus has {len(dm.vocab)} characters but the model was built for {self.vocab_size}")
+            self.vocab = dm.vocab
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["vocab"] = self.vocab
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.vocab = checkpoint.get("vocab")
+
+    @torch.no_grad()
+    def sample(self, prompt: str, chars: int, temperature: float = 1.0, generator: Optional[torch.Generator] = None) -> str:
+        """Continue `prompt` by `chars` characters drawn from the model's predictions."""
+        if not self.vocab:
+            raise ConfigError("this model carries no vocabulary (trained without the text data module)")
+        unknown = sorted(set(prompt) - set(self.vocab))
+        if unknown:
+            raise ConfigError(f"the prompt holds characters outside the corpus's vocabulary: {unknown}")
+        index = {c: i for i, c in enumerate(self.vocab)}
+        self.reset_state("sample", 1)
+        logits = None
+        for c in prompt or "\n":
+            logits = self.step_logits("sample", torch.tensor([index[c]], device=self.device))
+        out = []
+        for _ in range(chars):
+            p = torch.softmax(logits[0] / max(temperature, 1e-6), 0).cpu()
+            i = int(torch.multinomial(p, 1, generator=generator))
+            out.append(self.vocab[i])
+            logits = self.step_logits("sample", torch.tensor([i], device=self.device))
+        return "".join(out)
+
+    def configure_optimizers(self):
+        trainer = attached_trainer(self)
+        return make_optimizer(self.net, [], self.rates, self.learning, trainer.max_epochs if trainer else None)
+
+    def on_train_start(self) -> None:
+        stretch_cosine(self.trainer)
+
+
+class TemporalPCNModule(CharModelBase):
+    """A character-level temporal predictive coding language model (local rules only).
+
+    Args:
+        hidden: size of the recurrent latent z(t).
+        window: how many past characters enter the context as one-hots.
+        extra_layers: dense tanh layers between z(t) and the output.
+        label_precision: precision of the categorical output energy.
+        carry: "predicted" or "settled": the state carried to the next character.
+        inference: settling of z(t) (the latents start at their prediction).
+        learning: optimizer and rates (one optimizer step per batch of characters).
+        input_shape, output_dim: linked from the data (one-hot characters, vocabulary size).
+    """
+
+    def __init__(self, hidden: int = 256, window: int = 8, extra_layers: int = 0, label_precision: float = 1.0,
+                 carry: str = "predicted", inference: Inference = Inference(T_infer=8, eta_infer=0.1, latent_init="feedforward"),
+                 learning: Learning = Learning(eta_learn=0.002, optimizer="adam"), seed: int = 0,
+                 input_shape: Optional[list[int]] = None, output_dim: int = 65) -> None:
+        learning, inference = as_settings(learning, Learning), as_settings(inference, Inference)
+        super().__init__(hidden, window, extra_layers, label_precision, learning, output_dim)
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        if carry not in ("predicted", "settled"):
+            raise ConfigError(f"unknown carry {carry!r}; choose 'predicted' or 'settled'")
+        if inference.latent_init != "feedforward":
+            raise ConfigError("the temporal model's latents start at their prediction: latent_init 'feedforward'")
+        self.inference, self.carry = inference, carry
+        self.hebbian = Hebbian(self.net, range(len(self.net.terms)))
+
+    def training_step(self, batch, batch_idx: int) -> None:
+        x, y = batch
+        B, Lseq = x.shape
+        self.ensure_state("train", B)
+        params = self.hebbian.parameters()
+        totals = [torch.zeros_like(p) for p in params]
+        energies = torch.zeros(len(self.net.terms), device=self.device)
+        nll = 0.0
+        with torch.no_grad():
+            for t in range(Lseq):
+                ctx = self.context("train", x[:, t])
+                label = F.one_hot(y[:, t], self.vocab_size).to(ctx.dtype)
+                xs, free = self.net.initial_state(ctx, label, "feedforward")
+                predicted = xs[self.recurrent].clone()
+                readout = self.net.terms[-1]
+                nll += F.cross_entropy(readout.map.predict(xs[readout.source])[0], y[:, t], reduction="sum")
+                result = settle(self.net, xs, free, self.inference)
+                energies += self.net.energies(result.errors)
+                settled = SettledBatch(self.net, xs, result.errors, label, lambda: xs)
+                for acc, g in zip(totals, self.hebbian.gradients(settled)):
+                    acc += g
+                self.set_recurrent("train", predicted if self.carry == "predicted" else xs[self.recurrent].clone())
+            n = B * Lseq
+            for p, g in zip(params, totals):
+                p.grad = g.div_(n)
+            if torch.distributed.is_available() and torch.distributed.is_initialized():
+                for p in params:
+                    torch.distributed.all_reduce(p.grad)
+                    p.grad /= torch.distributed.get_world_size()
+            self.optimizers().step()
+        bits = nll / n / math.log(2)
+        self.log("train/bits_per_char", bits, prog_bar=True, on_step=True, on_epoch=True)
+        for t, e in zip(self.net.terms, energies / n):
+            self.log(f"train/energy_{t.name}", e, on_step=False, on_epoch=True)
+
+    def on_train_epoch_end(self) -> None:
+        sched = self.lr_schedulers()
+        if sched is not None:
+            sched.step()
+
+
+class TemporalTwin(CharModelBase):
+    """The same network and parameters as `TemporalPCNModule`, trained by
+    backpropagation through time over each batch (the state carried across
+    batches, detached), cross-entropy loss, the same optimizer and updates."""
+
+    def __init__(self, hidden: int = 256, window: int = 8, extra_layers: int = 0, label_precision: float = 1.0,
+                 learning: Learning = Learning(eta_learn=0.002, optimizer="adam"), seed: int = 0,
+                 input_shape: Optional[list[int]] = None, output_dim: int = 65) -> None:
+        learning = as_settings(learning, Learning)
+        super().__init__(hidden, window, extra_layers, label_precision, learning, output_dim)
+        self.save_hyperparameters()
+
+    def training_step(self, batch, batch_idx: int) -> Tensor:
+        x, y = batch
+        B, Lseq = x.shape
+        self.ensure_state("train", B)
+        z, win = self._state["train"]
+        z = z.detach()
+        loss = 0.0
+        for t in range(Lseq):
+            win = torch.cat([win[:, 1:], x[:, t, None]], 1)
+            ctx = torch.cat([z, F.one_hot(win, self.vocab_size).to(z.dtype).flatten(1)], 1)
+            xs = [None] * len(self.net.nodes)
+            xs[self.net.data] = ctx
+            self.net.sweep(xs, self.net.terms, self.net.sweep_order[:-1])
+            z = xs[self.recurrent]
+            readout = self.net.terms[-1]
+            loss = loss + F.cross_entropy(readout.map.predict(xs[readout.source])[0], y[:, t], reduction="sum")
+        self._state["train"] = (z.detach(), win)
+        loss = loss / (B * Lseq)
+        self.log("train/bits_per_char", loss.detach() / math.log(2), prog_bar=True, on_step=True, on_epoch=True)
+        return loss

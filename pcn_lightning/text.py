@@ -1,0 +1,158 @@
+"""Tiny Shakespeare, character by character, for language models.
+
+The corpus (1,115,394 characters, char-rnn's `data/tinyshakespeare/input.txt`, md5
+6fb458f1232090904fb40fe944165e91) is read from `--data.data_dir` (the file, or a
+folder holding input.txt), or downloaded there from its canonical address when
+missing and `download` is on. The vocabulary is the corpus's sorted characters;
+the first 90 % is the training split, the last 10 % validation (the customary
+split; there is no other test text, so `test` evaluates the validation split).
+
+Batches are contiguous: each split is cut into `batch_size` parallel streams and
+every batch holds the next `seq_len` characters of every stream (inputs) and the
+characters one step later (targets), so a stateful model carries its hidden state
+from one batch to the next. Under DDP, rank r takes streams r, r + W, ...
+"""
+
+from __future__ import annotations
+
+import hashlib
+import urllib.request
+from pathlib import Path
+from typing import Optional
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from pcn_lightning.errors import ConfigError, DataNotFoundError
+
+URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
+MD5 = "6fb458f1232090904fb40fe944165e91"
+DEFAULT_DIR = Path("data") / "tinyshakespeare"
+CANONICAL_VOCAB = 65  # the corpus's distinct characters
+
+
+def corpus_path(data_dir: Optional[str]) -> Path:
+    d = Path(data_dir) if data_dir is not None else DEFAULT_DIR
+    return d if d.suffix == ".txt" else d / "input.txt"
+
+
+def read_corpus(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path} is not UTF-8 text ({exc}); point --data.data_dir at the corpus") from None
+
+
+def vocab_size_of(data_dir: Optional[str]) -> int:
+    """Distinct characters of the corpus (for the command line's link to the model)."""
+    path = corpus_path(data_dir)
+    return len(set(read_corpus(path))) if path.is_file() else CANONICAL_VOCAB
+
+
+class Streams(Dataset):
+    """(inputs, targets) batches of `seq_len` characters from `n_streams` contiguous streams."""
+
+    def __init__(self, ids: torch.Tensor, n_streams: int, seq_len: int, rank: int = 0, world: int = 1) -> None:
+        length = (len(ids) - 1) // n_streams
+        if length < seq_len + 1:
+            raise ConfigError(f"{len(ids)} characters cannot make {n_streams} streams of {seq_len + 1}: "
+                              "lower --data.batch_size or --data.seq_len")
+        streams = ids[: n_streams * length + 1]
+        self.x = torch.stack([streams[i * length: (i + 1) * length] for i in range(n_streams)])[rank::world]
+        self.y = torch.stack([streams[i * length + 1: (i + 1) * length + 1] for i in range(n_streams)])[rank::world]
+        self.seq_len = seq_len
+        self.n = length // seq_len
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int):
+        s = slice(i * self.seq_len, (i + 1) * self.seq_len)
+        return self.x[:, s], self.y[:, s]
+
+
+class ShakespeareCharDataModule(L.LightningDataModule):
+    """Character-level Tiny Shakespeare.
+
+    Args:
+        dataset: "shakespeare_char" (fixed; the command line links it to the model).
+        data_dir: the corpus file, or a folder holding input.txt (default data/tinyshakespeare).
+        batch_size: parallel streams per batch.
+        seq_len: characters per stream per batch.
+        eval_batch_size: streams of the validation split (default batch_size).
+        download: fetch the corpus from its canonical address when it is missing.
+        limit_chars: use only the first N characters of the corpus (quick runs, tests).
+    """
+
+    def __init__(self, dataset: str = "shakespeare_char", data_dir: Optional[str] = None, batch_size: int = 64,
+                 seq_len: int = 64, eval_batch_size: Optional[int] = None, download: bool = True,
+                 limit_chars: Optional[int] = None) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        if dataset != "shakespeare_char":
+            raise ConfigError(f"ShakespeareCharDataModule reads dataset 'shakespeare_char'; got {dataset!r}")
+        for name in ("batch_size", "seq_len"):
+            v = getattr(self.hparams, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ConfigError(f"{name} must be a positive integer; got {v!r}")
+        self.path = corpus_path(data_dir)
+        self.vocab: Optional[str] = None
+        self.train_ids = self.val_ids = None
+
+    def locate(self) -> None:
+        if self.path.is_file():
+            return
+        if self.hparams.data_dir is not None and not self.path.parent.exists():
+            raise DataNotFoundError(f"--data.data_dir {self.hparams.data_dir} does not exist; point it at the corpus "
+                                    "(input.txt) or the folder holding it")
+        if not self.hparams.download:
+            raise DataNotFoundError(f"{self.path} is missing and download is off; put Tiny Shakespeare's input.txt "
+                                    f"there (or pass --data.download true to fetch it from {URL})")
+
+    def prepare_data(self) -> None:
+        self.locate()
+        if self.path.is_file():
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            data = urllib.request.urlopen(URL, timeout=30).read()
+        except Exception as exc:
+            raise DataNotFoundError(f"could not download Tiny Shakespeare from {URL} ({type(exc).__name__}: {exc}); "
+                                    f"without internet, copy input.txt to {self.path}") from None
+        if hashlib.md5(data).hexdigest() != MD5:
+            raise DataNotFoundError(f"the file downloaded from {URL} is not the expected corpus (md5 differs)")
+        self.path.write_bytes(data)
+
+    def check_ready(self, world_size: int = 1, test: bool = True) -> None:
+        self.locate()
+        if self.path.is_file():
+            self.setup("fit")
+
+    def setup(self, stage: Optional[str] = None) -> None:
+        if self.train_ids is not None:
+            return
+        text = read_corpus(self.path)
+        if self.hparams.limit_chars:
+            text = text[: self.hparams.limit_chars]
+        if len(text) < 100:
+            raise ConfigError(f"{self.path} holds {len(text)} characters: too few for a language model")
+        self.vocab = "".join(sorted(set(read_corpus(self.path))))
+        index = {c: i for i, c in enumerate(self.vocab)}
+        ids = torch.tensor([index[c] for c in text], dtype=torch.long)
+        cut = int(len(ids) * 0.9)  # the first 90 % trains, the last 10 % validates
+        self.train_ids, self.val_ids = ids[:cut], ids[cut:]
+
+    def _streams(self, ids: torch.Tensor, n: int) -> DataLoader:
+        trainer = self.trainer
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        return DataLoader(Streams(ids, n, self.hparams.seq_len, rank, world), batch_size=None, shuffle=False)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._streams(self.train_ids, self.hparams.batch_size)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._streams(self.val_ids, self.hparams.eval_batch_size or self.hparams.batch_size)
+
+    def test_dataloader(self) -> DataLoader:
+        return self.val_dataloader()

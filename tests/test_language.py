@@ -1,0 +1,113 @@
+"""The temporal PC language model: the data's split and streams, the step's local
+rules against autograd, no label in validation inference, training through
+train.py (PC and its BPTT twin), sampling."""
+
+import hashlib
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from pcn_lightning import cli
+from pcn_lightning.language import TemporalPCNModule
+from pcn_lightning.text import MD5, ShakespeareCharDataModule
+from tests.conftest import REPO
+
+SHARED = REPO.parent / "shared" / "data" / "tinyshakespeare" / "input.txt"
+TEXT = ("First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n"
+        "First Citizen:\nYou are all resolved rather to die than to famish?\n\n") * 12
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    path = tmp_path / "shakespeare" / "input.txt"
+    path.parent.mkdir()
+    path.write_text(TEXT)
+    return path
+
+
+def test_split_and_contiguous_streams(corpus):
+    dm = ShakespeareCharDataModule(data_dir=str(corpus.parent), batch_size=3, seq_len=5)
+    dm.setup()
+    assert dm.vocab == "".join(sorted(set(TEXT)))
+    assert len(dm.train_ids) == int(len(TEXT) * 0.9) and len(dm.val_ids) == len(TEXT) - int(len(TEXT) * 0.9)
+    batches = list(dm.train_dataloader())
+    x0, y0 = batches[0]
+    x1, _ = batches[1]
+    assert x0.shape == (3, 5) and torch.equal(x0[:, 1:], y0[:, :-1])  # targets: the next characters
+    assert torch.equal(x1[:, 0], y0[:, -1])  # each stream goes on where the last batch stopped
+    text = "".join(dm.vocab[i] for i in x0[0]) + "".join(dm.vocab[i] for i in x1[0])
+    assert text == TEXT[:10]
+
+
+@pytest.mark.skipif(not SHARED.exists(), reason="the full corpus is not here (../shared/data/tinyshakespeare)")
+def test_the_full_corpus():
+    assert hashlib.md5(SHARED.read_bytes()).hexdigest() == MD5
+    dm = ShakespeareCharDataModule(data_dir=str(SHARED.parent), batch_size=64, seq_len=64)
+    dm.setup()
+    assert len(dm.vocab) == 65 and len(dm.train_ids) + len(dm.val_ids) == 1_115_394
+
+
+def test_a_step_learns_by_the_gradient_of_its_per_step_energies():
+    """One training step's hand-set gradient equals autograd of the sum over characters
+    of each step's energy at its settled state (contexts and states held fixed)."""
+    torch.manual_seed(0)
+    m = TemporalPCNModule(hidden=6, window=2, output_dim=5, label_precision=0.7).double()
+    m.log = lambda *a, **k: None
+    opt = m.configure_optimizers()
+    m.optimizers = lambda: opt
+    x, y = torch.randint(0, 5, (3, 4)), torch.randint(0, 5, (3, 4))
+    # replay the steps to record the settled states
+    ref = TemporalPCNModule(hidden=6, window=2, output_dim=5, label_precision=0.7).double()
+    ref.load_state_dict(m.state_dict())
+    ref.ensure_state("train", 3)
+    energy = 0.0
+    from pcn_lightning.inference import settle
+    for t in range(4):
+        ctx = ref.context("train", x[:, t])
+        label = torch.nn.functional.one_hot(y[:, t], 5).double()
+        xs, free = ref.net.initial_state(ctx, label, "feedforward")
+        predicted = xs[ref.recurrent].clone()
+        with torch.no_grad():
+            settle(ref.net, xs, free, ref.inference)
+        energy = energy + ref.net.direct_energy([v.detach() for v in xs])
+        ref.set_recurrent("train", predicted)
+    auto = torch.autograd.grad(energy, list(ref.hebbian.parameters()))
+    with torch.no_grad():
+        opt.step = lambda: None  # keep the weights: compare the gradients
+        m.training_step((x, y), 0)
+    for p, a in zip(m.hebbian.parameters(), auto):
+        assert torch.allclose(p.grad * 12, a, rtol=1e-9, atol=1e-12)
+
+
+def test_validation_never_sees_the_targets(corpus):
+    """The next character is predicted from the past only: shuffled targets, same predictions."""
+    torch.manual_seed(0)
+    m = TemporalPCNModule(hidden=8, window=3, output_dim=len(set(TEXT)))
+    x, y = torch.randint(0, m.vocab_size, (2, 12)), torch.randint(0, m.vocab_size, (2, 12))
+
+    def predictions(targets):
+        m.reset_state("val", 2)
+        return torch.stack([m.step_logits("val", x[:, t]) for t in range(12)])
+
+    a = predictions(y)
+    b = predictions(y[:, torch.randperm(12)])
+    assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("model", ["pcn_lightning.TemporalPCNModule", "pcn_lightning.TemporalTwin"])
+def test_trains_through_train_py_and_samples(model, corpus, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args = ["--config", str(REPO / "configs/shakespeare_char.yaml"), "--data.data_dir", str(corpus.parent),
+            "--data.batch_size", "4", "--data.seq_len", "16", "--trainer.max_epochs", "2",
+            "--trainer.val_check_interval", "1.0", "--trainer.enable_progress_bar", "false",
+            "--model.class_path", model, "--model.hidden", "16"]
+    assert cli.main(args) == 0
+    ckpt = next(tmp_path.rglob("best-*.ckpt"))
+    r = subprocess.run([sys.executable, "-m", "pcn_lightning.sample", "--ckpt", str(ckpt), "--prompt", "All:",
+                        "--chars", "40", "--seed", "1"], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.startswith("All:") and len(r.stdout.rstrip("\n")) >= 40
+    assert set(r.stdout.rstrip("\n")) <= set(TEXT)
