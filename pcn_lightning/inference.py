@@ -78,7 +78,8 @@ class ErrorBuffers:
     """Preallocated a, eps, h of every active term; the predictions of terms whose
     source is clamped are made once and kept (the weights do not move in a settle)."""
 
-    def __init__(self, net: PCNetwork, xs: Sequence[Tensor], free: Sequence[bool], active: Sequence[bool]) -> None:
+    def __init__(self, net: PCNetwork, xs: Sequence[Tensor], free: Sequence[bool], active: Sequence[bool],
+                 predictions: Optional[dict] = None) -> None:
         self.net = net
         self.errors: list[Optional[TermErrors]] = []
         self.fixed: list[bool] = []
@@ -88,8 +89,11 @@ class ErrorBuffers:
                 self.fixed.append(False)
                 continue
             x_src, x_tgt = xs[t.source], xs[t.target]
-            a = x_tgt.new_empty(x_tgt.shape)
-            ctx = t.map.predict_into(x_src, a)
+            if predictions and k in predictions:  # made by the feedforward init: the same numbers
+                a, ctx = predictions[k]
+            else:
+                a = x_tgt.new_empty(x_tgt.shape)
+                ctx = t.map.predict_into(x_src, a)
             eps = torch.empty_like(x_tgt)
             h = eps if t.shares_h_with_eps() else torch.empty_like(x_tgt)
             self.errors.append(TermErrors(a, ctx, eps, h))
@@ -180,7 +184,7 @@ def sweep_in_place(net: PCNetwork, xs: Sequence[Tensor], free: Sequence[bool], e
 
 
 def settle(net: PCNetwork, xs: list[Tensor], free: Sequence[bool], settings: Inference,
-           record: bool = False) -> SettleResult:
+           record: bool = False, predictions: Optional[dict] = None) -> SettleResult:
     """Up to `settings.T_infer` inference steps on the free latents of `xs` (in place).
 
     Terms whose free target is a leaf are dropped (see `PCNetwork.active_terms`) and
@@ -189,13 +193,14 @@ def settle(net: PCNetwork, xs: list[Tensor], free: Sequence[bool], settings: Inf
     `record`, each term's energy at every step is kept on the device (no host
     sync); with `settings.settle_tol`, inference stops once the relative drop over
     the last tenth of the steps is below it (that check syncs with the host).
+    `predictions` (from `initial_state`) are the current state's predictions, reused.
     """
     active = net.active_terms(free)
     T, eta, tol = settings.T_infer, settings.eta_infer, settings.settle_tol
     steps, trace, start = 0, None, None
     if any(active):
         compiled = settings.compile_settle
-        buffers = None if compiled else ErrorBuffers(net, xs, free, active)
+        buffers = None if compiled else ErrorBuffers(net, xs, free, active, predictions)
         errors = net.errors(xs, active) if compiled else buffers.update(xs, first=True)
         start = net.energies(errors)
         trace = [start] if record else None

@@ -219,11 +219,13 @@ class TemporalPCNModule(CharModelBase):
             for t in range(Lseq):
                 ctx = self.context("train", x[:, t])
                 label = F.one_hot(y[:, t], self.vocab_size).to(ctx.dtype)
-                xs, free = self.net.initial_state(ctx, label, "feedforward")
+                predictions: dict = {}
+                xs, free = self.net.initial_state(ctx, label, "feedforward", predictions=predictions)
                 predicted = xs[self.recurrent].clone()
                 readout = self.net.terms[-1]
-                nll += F.cross_entropy(readout.map.predict(xs[readout.source])[0], y[:, t], reduction="sum")
-                result = settle(self.net, xs, free, self.inference)
+                predictions[len(self.net.terms) - 1] = readout.map.predict(xs[readout.source])  # reused by settle
+                nll += F.cross_entropy(predictions[len(self.net.terms) - 1][0], y[:, t], reduction="sum")
+                result = settle(self.net, xs, free, self.inference, predictions=predictions)
                 energies += self.net.energies(result.errors)
                 settled = SettledBatch(self.net, xs, result.errors, label, lambda: xs)
                 for acc, g in zip(totals, self.hebbian.gradients(settled)):

@@ -161,9 +161,10 @@ class PCNModule(L.LightningModule):
         self._refresh_precisions()
         x = self.net.batch_input(x)
         seeds = seeding.sample_seeds(self.seed, x) if per_sample_seeds else None
+        predictions: dict = {}
         xs, free = self.net.initial_state(x, None if y is None else self._label(y, x), settings.latent_init,
-                                          settings.latent_init_std, generator, seeds)
-        return xs, settle(self.net, xs, free, settings, record)
+                                          settings.latent_init_std, generator, seeds, predictions)
+        return xs, settle(self.net, xs, free, settings, record, predictions)
 
     def settle_probe(self, x: Tensor, y: Tensor, generator: torch.Generator) -> tuple[list[Tensor], SettleResult]:
         """A diagnostic settle like training's (label clamped), recording every step."""

@@ -166,14 +166,17 @@ class PCNetwork(nn.Module):
 
     def initial_state(self, x: Tensor, y: Optional[Tensor], init: str = "random", std: float = 0.1,
                       generator: Optional[torch.Generator] = None,
-                      sample_seeds: Optional[Sequence[int]] = None) -> tuple[list[Optional[Tensor]], list[bool]]:
+                      sample_seeds: Optional[Sequence[int]] = None,
+                      predictions: Optional[dict] = None) -> tuple[list[Optional[Tensor]], list[bool]]:
         """(state, free): the data clamped, the label clamped when `y` (B, C) is given,
         every latent initialized by `init`. A free label starts empty (None): it
         is a leaf, filled in by `complete`.
 
         With `sample_seeds` (one int per sample), random latents are drawn per
         sample from their own generator, so a sample's state does not depend on
-        which others share its batch (used at evaluation).
+        which others share its batch (used at evaluation). With `predictions` (a
+        dict) and the feedforward init, the sweep's predictions are kept there:
+        `settle` reuses them instead of making them again.
         """
         B = x.shape[0]
         xs: list[Optional[Tensor]] = [None] * len(self.nodes)
@@ -184,7 +187,8 @@ class PCNetwork(nn.Module):
         free[self.label] = y is None
         self.check_init(init)
         if init == "feedforward":
-            self.sweep(xs, self.terms, [k for k in self.sweep_order if self.nodes[self.terms[k].target].role == "latent"])
+            self.sweep(xs, self.terms, [k for k in self.sweep_order if self.nodes[self.terms[k].target].role == "latent"],
+                       predictions)
         elif init == "amortized":
             self.sweep(xs, self.amortizer, self._sweep_order(self.amortizer))
         elif init in ("random", "zeros"):
@@ -217,11 +221,16 @@ class PCNetwork(nn.Module):
             raise ConfigError(f"unknown latent_init {init!r}; choose one of {list(LATENT_INITS)}")
 
     @staticmethod
-    def sweep(xs: list[Optional[Tensor]], terms: Sequence[Term], order: Sequence[int]) -> None:
-        """x(target) = f(map(x(source))) along `order`: where every such error is zero."""
+    def sweep(xs: list[Optional[Tensor]], terms: Sequence[Term], order: Sequence[int],
+              predictions: Optional[dict] = None) -> None:
+        """x(target) = f(map(x(source))) along `order`: where every such error is zero.
+        With `predictions` (a dict), each term's (a, ctx) is kept there for settling to reuse."""
         for k in order:
             t = terms[k]
-            xs[t.target] = t.act.f(t.map.predict(xs[t.source])[0])
+            a, ctx = t.map.predict(xs[t.source])
+            xs[t.target] = t.act.f(a)
+            if predictions is not None:
+                predictions[k] = (a, ctx)
 
     def complete(self, xs: list[Optional[Tensor]], active: Sequence[bool]) -> None:
         """Fill in the nodes of dropped terms with their predictions (their exact optimum)."""

@@ -1,0 +1,98 @@
+"""The character language model: temporal PC beside its backprop-through-time twin.
+
+Usage: python -m benchmarks.language [--epochs 10] [--data_dir ../shared/data/tinyshakespeare]
+                                     [--workdir DIR] [--extra FLAGS...]
+
+Both are `train.py --config configs/shakespeare_char.yaml` (the twin with
+`--model.class_path pcn_lightning.TemporalTwin`): the same network, parameters,
+characters, optimizer and number of updates. Reports the best validation bits per
+character (the last 10 % of the corpus), wall time, training characters per second
+(EpochTimer), and 500 sampled characters from each best checkpoint
+(`python -m pcn_lightning.sample`), into benchmarks/LANGUAGE.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from benchmarks._timing import table
+
+REPO = Path(__file__).resolve().parents[1]
+MODELS = {"pc": ("pcn_lightning.TemporalPCNModule", "temporal PC (local rules, no BPTT)"),
+          "twin": ("pcn_lightning.TemporalTwin", "its twin: backprop through time")}
+
+
+def run(name: str, args, work: Path) -> dict:
+    cls, _ = MODELS[name]
+    cmd = [sys.executable, str(REPO / "train.py"), "--config", str(REPO / "configs/shakespeare_char.yaml"),
+           "--model.class_path", cls, "--data.data_dir", args.data_dir, "--trainer.max_epochs", str(args.epochs),
+           "--trainer.logger.init_args.save_dir", str(work), "--trainer.logger.init_args.name", name,
+           "--trainer.enable_progress_bar", "false", "--test", "false", *args.extra]
+    if name == "twin":  # inference settings do not apply to the twin
+        cmd = [a for i, a in enumerate(cmd) if not (a.startswith("--model.carry") or (i and cmd[i - 1].startswith("--model.carry")))]
+    t0 = time.perf_counter()
+    r = subprocess.run(cmd, cwd=work, capture_output=True, text=True, env=dict(os.environ, PYTHONWARNINGS="ignore"))
+    wall = time.perf_counter() - t0
+    if r.returncode != 0:
+        raise SystemExit(f"{name} failed:\n{r.stderr[-3000:]}")
+    run_dir = sorted((work / name).glob("version_*"))[-1]
+    ea = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    ea.Reload()
+    s = {t: [e.value for e in ea.Scalars(t)] for t in ea.Tags()["scalars"]}
+    best = next((run_dir / "checkpoints").glob("best-*.ckpt"))
+    sample = subprocess.run([sys.executable, "-m", "pcn_lightning.sample", "--ckpt", str(best), "--prompt", "ROMEO:",
+                             "--chars", "500", "--temperature", "0.8", "--seed", "0"],
+                            cwd=REPO, capture_output=True, text=True).stdout
+    from pcn_lightning.text import ShakespeareCharDataModule
+
+    dm = ShakespeareCharDataModule(data_dir=args.data_dir, batch_size=64, seq_len=64)
+    dm.setup()
+    per_epoch = len(dm.train_dataloader()) * 64 * 64
+    epoch_s = statistics.median(s["time/epoch_s"])
+    return {"model": name, "val_bits_best": min(s["val/bits_per_char"]), "val_bits_curve": s["val/bits_per_char"],
+            "epochs": args.epochs, "train_chars": per_epoch * args.epochs, "wall_s": wall, "epoch_s": epoch_s,
+            "chars_per_s": per_epoch / epoch_s, "sample": sample}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--data_dir", default=str(REPO.parent / "shared" / "data" / "tinyshakespeare"))
+    ap.add_argument("--workdir", default=None)
+    ap.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    ap.add_argument("--out", default=str(REPO / "benchmarks" / "LANGUAGE.md"))
+    ap.add_argument("--extra", nargs=argparse.REMAINDER, default=[])
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(args.workdir or tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        results = []
+        for name in args.models:
+            res = run(name, args, work)
+            print(json.dumps(res), flush=True)
+            results.append(res)
+    rows = [[MODELS[r["model"]][1], f"{r['val_bits_best']:.3f}", f"{r['train_chars'] / 1e6:.1f} M",
+             f"{r['wall_s'] / 60:.1f}", f"{r['chars_per_s']:.0f}"] for r in results]
+    text = ("# Character language model on Tiny Shakespeare\n\nMeasured by `python -m benchmarks.language` "
+            f"({time.strftime('%Y-%m-%d')}), one run each; validation split (the last 10 % of the corpus).\n\n"
+            + table(rows, ["model", "val bits/char (best)", "training chars", "wall min", "train chars/s"])
+            + "\n\n" + "\n\n".join(f"Sample ({MODELS[r['model']][1]}, temperature 0.8):\n\n```\n{r['sample']}```"
+                                   for r in results)
+            + "\n\nRaw:\n\n```\n" + "\n".join(json.dumps({k: v for k, v in r.items() if k != "sample"}) for r in results)
+            + "\n```\n")
+    Path(args.out).write_text(text)
+    print(table(rows, ["model", "val bits/char (best)", "training chars", "wall min", "train chars/s"]))
+
+
+if __name__ == "__main__":
+    main()
