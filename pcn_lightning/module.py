@@ -76,7 +76,7 @@ class PCNModule(L.LightningModule):
             self.predictive_log_precision = torch.nn.Parameter(torch.zeros(()))
         else:  # not learned: pi = 1
             self.register_buffer("predictive_log_precision", torch.zeros(()), persistent=False)
-        self.rules = self._make_rules()
+        self.rules = rules.rules_for(self.net, learning, self.predictive_log_precision)
         self.last_term_energies: Optional[Tensor] = None  # per sample, of the last training step
         self.last_settle_steps = 0
         self._epoch_sums: Optional[Tensor] = None
@@ -93,34 +93,12 @@ class PCNModule(L.LightningModule):
         """Build from flat settings, as on the command line: PCNModule.from_flat(dims=[784, 256], T_infer=20)."""
         return from_flat(cls, kwargs)
 
-    def _make_rules(self) -> list[rules.Rule]:
-        label_term = next(k for k, t in enumerate(self.net.terms) if t.target == self.net.label)
-        label_free = self.learning.readout_learning == "label_free"
-        hebbian = [k for k in range(len(self.net.terms)) if not (label_free and k == label_term)]
-        out: list[rules.Rule] = [rules.Hebbian(self.net, hebbian)]
-        if label_free:
-            out.append(rules.LabelFreeReadout(self.net))
-        if len(self.net.amortizer):
-            out.append(rules.Amortizer(self.net))
-        if self.learning.learn_precision:
-            out.append(rules.Precision(self.net, self.learning.precision_prior))
-        if self.learning.predictive_precision:
-            # no prior needed: the label-free prediction never sees the label, its error cannot vanish
-            out.append(rules.PredictivePrecision(self.net, self.predictive_log_precision, 0.0, 1.0))
-        return out
-
     @property
     def term_names(self) -> list[str]:
         return self.net.term_names
 
     def named_weights(self) -> list[tuple[str, torch.nn.Parameter]]:
-        """W0, W1, ... (in eta_learn order), readout; a map's extra parameters get suffixes."""
-        out = []
-        for k, t in enumerate(self.net.terms):
-            base = "readout" if t.target == self.net.label else f"W{k}"
-            out += [(base if i == 0 else f"{base}_{n.replace('.', '_')}", p)
-                    for i, (n, p) in enumerate(t.map.named_parameters())]
-        return out
+        return self.net.named_weights()
 
     # ------------------------------------------------------------ optimizers
     def on_train_start(self) -> None:

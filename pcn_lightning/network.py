@@ -78,6 +78,15 @@ class PCNetwork(nn.Module):
     def term_names(self) -> list[str]:
         return [t.name for t in self.terms]
 
+    def named_weights(self) -> list[tuple[str, nn.Parameter]]:
+        """W0, W1, ... (the terms' order: eta_learn's), readout; a map's extra parameters get suffixes."""
+        out = []
+        for k, t in enumerate(self.terms):
+            base = "readout" if t.target == self.label else f"W{k}"
+            out += [(base if i == 0 else f"{base}_{n.replace('.', '_')}", p)
+                    for i, (n, p) in enumerate(t.map.named_parameters())]
+        return out
+
     @property
     def predicts_data(self) -> bool:
         """Some term predicts the data (a generative network: it can generate)."""

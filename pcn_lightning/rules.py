@@ -182,3 +182,21 @@ def precision_free_energy(net: PCNetwork, errors: Sequence[TermErrors], log_prec
         p0 = 1.0 if prior_means is None else prior_means[k]
         F = F + (0.5 * p * per_value - 0.5 * n * lp + nu * n / 2 * (p / p0 - lp)).sum()
     return F
+
+
+def rules_for(net: PCNetwork, learning, predictive_log_precision: Optional[nn.Parameter] = None) -> list[Rule]:
+    """The rules a `Learning` setting asks for: Hebbian for every term (but the label's,
+    with `readout_learning: label_free`), the amortizer's, the precisions'."""
+    label_term = next(k for k, t in enumerate(net.terms) if t.target == net.label)
+    label_free = learning.readout_learning == "label_free"
+    out: list[Rule] = [Hebbian(net, [k for k in range(len(net.terms)) if not (label_free and k == label_term)])]
+    if label_free:
+        out.append(LabelFreeReadout(net))
+    if len(net.amortizer):
+        out.append(Amortizer(net))
+    if learning.learn_precision:
+        out.append(Precision(net, learning.precision_prior))
+    if learning.predictive_precision:
+        # no prior needed: the label-free prediction never sees the label, its error cannot vanish
+        out.append(PredictivePrecision(net, predictive_log_precision, 0.0, 1.0))
+    return out
