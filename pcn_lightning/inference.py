@@ -119,35 +119,25 @@ class ErrorBuffers:
         return self.errors
 
 
-def step_in_place(net: PCNetwork, xs: Sequence[Tensor], free: Sequence[bool], eta: float,
-                  errors: Sequence[Optional[TermErrors]]) -> None:
-    """x(j) <- x(j) - eta dE/dx(j) for every free node, in place and fused:
-    x -= eta pi eps for the term predicting j, x += eta map^T h for the terms j predicts.
-    `errors` belong to the current xs (separate tensors: updating one node does not
-    disturb another's error)."""
-    for j, x in enumerate(xs):
-        if not free[j]:
-            continue
-        for k in net.targets_of[j]:
-            if errors[k] is not None:
-                net.terms[k].sub_scaled_error_(x, errors[k], eta)
-        for k in net.sources_of[j]:
-            if errors[k] is not None:
-                net.terms[k].map.transpose_add_(x, errors[k].h, errors[k].ctx, eta)
-
-
-def node_gradient(net: PCNetwork, j: int, errors: Sequence[Optional[TermErrors]]) -> Optional[Tensor]:
-    """dE/dx(j) from the current errors: sum pi eps (terms predicting j) - sum map^T h (terms j predicts)."""
-    g = None
+def step_node_(net: PCNetwork, j: int, x: Tensor, eta: float, errors: Sequence[Optional[TermErrors]]) -> None:
+    """x(j) <- x(j) - eta dE/dx(j), in place and fused: x -= eta pi eps for the term
+    predicting j, x += eta map^T h for the terms j predicts."""
     for k in net.targets_of[j]:
         if errors[k] is not None:
-            push = net.terms[k].pi * errors[k].eps
-            g = push if g is None else g + push
+            net.terms[k].sub_scaled_error_(x, errors[k], eta)
     for k in net.sources_of[j]:
         if errors[k] is not None:
-            back = net.terms[k].map.transpose(errors[k].h, errors[k].ctx)
-            g = -back if g is None else g - back
-    return g
+            net.terms[k].map.transpose_add_(x, errors[k].h, errors[k].ctx, eta)
+
+
+def step_in_place(net: PCNetwork, xs: Sequence[Tensor], free: Sequence[bool], eta: float,
+                  errors: Sequence[Optional[TermErrors]]) -> None:
+    """The parallel step: every free node from the same errors, in place. `errors`
+    belong to the current xs (separate tensors: updating one node does not disturb
+    another's error)."""
+    for j, x in enumerate(xs):
+        if free[j]:
+            step_node_(net, j, x, eta, errors)
 
 
 def reference_sweep(net: PCNetwork, xs: Sequence[Tensor], free: Sequence[bool], eta: float,
@@ -158,7 +148,7 @@ def reference_sweep(net: PCNetwork, xs: Sequence[Tensor], free: Sequence[bool], 
     xs = list(xs)
     for j in net.sweep_from_label:
         if free[j]:
-            g = node_gradient(net, j, net.errors(xs, active))
+            g = net.node_gradient(j, net.errors(xs, active))
             if g is not None:
                 xs[j] = xs[j] - eta * g
     return xs
@@ -169,18 +159,10 @@ def sweep_in_place(net: PCNetwork, xs: Sequence[Tensor], free: Sequence[bool], e
     """The sequential step in place: after each node moves, only the errors of the
     terms that touch it are refreshed (the prediction of a term it sources, the
     error of a term that predicts it), so a sweep costs what a parallel step does."""
-    errors = buffers.errors
     for j in net.sweep_from_label:
-        if not free[j]:
-            continue
-        x = xs[j]
-        for k in net.targets_of[j]:
-            if errors[k] is not None:
-                net.terms[k].sub_scaled_error_(x, errors[k], eta)
-        for k in net.sources_of[j]:
-            if errors[k] is not None:
-                net.terms[k].map.transpose_add_(x, errors[k].h, errors[k].ctx, eta)
-        buffers.refresh(xs, net.targets_of[j] + net.sources_of[j])
+        if free[j]:
+            step_node_(net, j, xs[j], eta, buffers.errors)
+            buffers.refresh(xs, net.targets_of[j] + net.sources_of[j])
 
 
 def settle(net: PCNetwork, xs: list[Tensor], free: Sequence[bool], settings: Inference,

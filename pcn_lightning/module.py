@@ -16,14 +16,13 @@ import lightning as L
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from torchmetrics import MeanMetric
-from torchmetrics.classification import MulticlassAccuracy
 
 from pcn_lightning import generation, rules, seeding
 from pcn_lightning.builders import NetworkSpec, build_network
 from pcn_lightning.errors import ConfigError
 from pcn_lightning.guard import DivergenceGuard
 from pcn_lightning.inference import SettleResult, settle
+from pcn_lightning.metrics import classification_metrics, log_metrics
 from pcn_lightning.optim import attached_trainer, make_optimizer, stretch_cosine
 from pcn_lightning.settings import EvalInference, Inference, Learning, as_settings, from_flat
 
@@ -80,13 +79,7 @@ class PCNModule(L.LightningModule):
         self.last_term_energies: Optional[Tensor] = None  # per sample, of the last training step
         self.last_settle_steps = 0
         self._epoch_sums: Optional[Tensor] = None
-        C = self.net.num_classes
-        self.metrics = torch.nn.ModuleDict()
-        for stage in ("val", "test"):
-            self.metrics[f"{stage}_acc_top1"] = MulticlassAccuracy(C, top_k=1, average="micro")
-            if C >= 3:
-                self.metrics[f"{stage}_acc_top3"] = MulticlassAccuracy(C, top_k=3, average="micro")
-            self.metrics[f"{stage}_energy"] = MeanMetric()
+        self.metrics = classification_metrics(self.net.num_classes, energy=True)
 
     @classmethod
     def from_flat(cls, **kwargs) -> "PCNModule":
@@ -259,11 +252,7 @@ class PCNModule(L.LightningModule):
     def _eval_step(self, stage: str, batch) -> Tensor:
         x, y = batch
         logits, energy = self.eval_outputs(x)  # y never reaches inference
-        for name, metric in self.metrics.items():
-            if name.startswith(stage):
-                metric.update(energy) if name.endswith("energy") else metric.update(logits, y)
-                self.log(f"{stage}/{name[len(stage) + 1:]}", metric, on_step=False, on_epoch=True,
-                         prog_bar=name.endswith("top1"))
+        log_metrics(self, stage, logits, y, energy)
         return logits
 
     def validation_step(self, batch, batch_idx: int) -> Tensor:

@@ -117,18 +117,7 @@ class PCNetwork(nn.Module):
     def _latent_order(self) -> list[int]:
         """Latent nodes in breadth-first order from the data (the order random
         latents are drawn in, so a seed gives the same state in any network)."""
-        seen, order, queue = {self.data}, [], deque([self.data])
-        while queue:
-            j = queue.popleft()
-            for k in self.targets_of[j] + self.sources_of[j]:
-                t = self.terms[k]
-                other = t.source if t.target == j else t.target
-                if other not in seen:
-                    seen.add(other)
-                    queue.append(other)
-                    if self.nodes[other].role == "latent":
-                        order.append(other)
-        return order
+        return [j for j in self._order_from(self.data) if self.nodes[j].role == "latent"]
 
     def _sweep_order(self, terms: Sequence[Term]) -> list[int]:
         """Terms in the order a prediction sweep from the data can run them."""
@@ -276,22 +265,22 @@ class PCNetwork(nn.Module):
         """The energy of each sample, shape (B,)."""
         return sum(t.sample_energy(e) for t, e in zip(self.terms, errors) if e is not None)
 
+    def node_gradient(self, j: int, errors: Sequence[Optional[TermErrors]]) -> Optional[Tensor]:
+        """dE/dx(j): sum pi eps over the terms predicting j, minus map^T h over the terms j predicts."""
+        g = None
+        for k in self.targets_of[j]:
+            if errors[k] is not None:
+                push = self.terms[k].pi * errors[k].eps
+                g = push if g is None else g + push
+        for k in self.sources_of[j]:
+            if errors[k] is not None:
+                back = self.terms[k].map.transpose(errors[k].h, errors[k].ctx)
+                g = -back if g is None else g - back
+        return g
+
     def latent_gradients(self, errors: Sequence[Optional[TermErrors]], free: Sequence[bool]) -> list[Optional[Tensor]]:
         """dE/dx(j) for every free node (None for clamped ones)."""
-        grads: list[Optional[Tensor]] = []
-        for j, node_free in enumerate(free):
-            g = None
-            if node_free:
-                for k in self.targets_of[j]:
-                    if errors[k] is not None:
-                        push = self.terms[k].pi * errors[k].eps
-                        g = push if g is None else g + push
-                for k in self.sources_of[j]:
-                    if errors[k] is not None:
-                        back = self.terms[k].map.transpose(errors[k].h, errors[k].ctx)
-                        g = -back if g is None else g - back
-            grads.append(g)
-        return grads
+        return [self.node_gradient(j, errors) if node_free else None for j, node_free in enumerate(free)]
 
     def weight_gradients(self, errors: Sequence[Optional[TermErrors]]) -> list[tuple[nn.Parameter, Tensor]]:
         """(parameter, dE/dparameter) for every parameter of every active term."""

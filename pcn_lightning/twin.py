@@ -15,11 +15,10 @@ from typing import Optional
 import lightning as L
 import torch
 import torch.nn.functional as F
-from torchmetrics import MeanMetric
-from torchmetrics.classification import MulticlassAccuracy
 
 from pcn_lightning.builders import NetworkSpec, build_network, twin_forward
 from pcn_lightning.errors import ConfigError
+from pcn_lightning.metrics import classification_metrics, log_metrics
 from pcn_lightning.optim import attached_trainer, make_optimizer, stretch_cosine
 from pcn_lightning.settings import Learning, as_settings, from_flat
 
@@ -51,12 +50,7 @@ class BackpropTwin(L.LightningModule):
         # squared-error twin, as the PCN's; plain softmax(scores) for cross-entropy
         self.register_buffer("predictive_log_precision", torch.zeros(()))
         self._sse = self._count = 0.0
-        C = self.net.num_classes
-        self.metrics = torch.nn.ModuleDict()
-        for stage in ("val", "test"):
-            self.metrics[f"{stage}_acc_top1"] = MulticlassAccuracy(C, top_k=1, average="micro")
-            if C >= 3:
-                self.metrics[f"{stage}_acc_top3"] = MulticlassAccuracy(C, top_k=3, average="micro")
+        self.metrics = classification_metrics(self.net.num_classes, energy=False)
 
     @classmethod
     def from_flat(cls, **kwargs) -> "BackpropTwin":
@@ -106,10 +100,7 @@ class BackpropTwin(L.LightningModule):
     def _eval_step(self, stage: str, batch) -> Tensor:
         x, y = batch
         logits = self.predict_logits(x)
-        for name, metric in self.metrics.items():
-            if name.startswith(stage):
-                metric.update(logits, y)
-                self.log(f"{stage}/{name[len(stage) + 1:]}", metric, on_epoch=True, prog_bar=name.endswith("top1"))
+        log_metrics(self, stage, logits, y)
         return logits
 
     def validation_step(self, batch, batch_idx: int) -> Tensor:
