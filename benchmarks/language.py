@@ -28,17 +28,20 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from benchmarks._timing import table
 
 REPO = Path(__file__).resolve().parents[1]
-MODELS = {"pc": ("pcn_lightning.TemporalPCNModule", "temporal PC (local rules, no BPTT)"),
-          "twin": ("pcn_lightning.TemporalTwin", "its twin: backprop through time")}
+MODELS = {"pc": ("pcn_lightning.TemporalPCNModule", [], "temporal PC (local rules, no BPTT)"),
+          "twin": ("pcn_lightning.TemporalTwin", [], "its twin: backprop through time"),
+          "pc_window": ("pcn_lightning.TemporalPCNModule", ["--model.recurrent", "false"],
+                        "windowed PC (the last 8 characters, no recurrence)"),
+          "twin_window": ("pcn_lightning.TemporalTwin", ["--model.recurrent", "false"], "its twin: backprop")}
 
 
 def run(name: str, args, work: Path) -> dict:
-    cls, _ = MODELS[name]
+    cls, flags, _ = MODELS[name]
     cmd = [sys.executable, str(REPO / "train.py"), "--config", str(REPO / "configs/shakespeare_char.yaml"),
-           "--model.class_path", cls, "--data.data_dir", args.data_dir, "--trainer.max_epochs", str(args.epochs),
+           "--model.class_path", cls, *flags, "--data.data_dir", args.data_dir, "--trainer.max_epochs", str(args.epochs),
            "--trainer.logger.init_args.save_dir", str(work), "--trainer.logger.init_args.name", name,
            "--trainer.enable_progress_bar", "false", "--test", "false", *args.extra]
-    if name == "twin":  # inference settings do not apply to the twin
+    if name.startswith("twin"):  # inference settings do not apply to the twin
         cmd = [a for i, a in enumerate(cmd) if not (a.startswith("--model.carry") or (i and cmd[i - 1].startswith("--model.carry")))]
     t0 = time.perf_counter()
     r = subprocess.run(cmd, cwd=work, capture_output=True, text=True, env=dict(os.environ, PYTHONWARNINGS="ignore"))
@@ -55,9 +58,12 @@ def run(name: str, args, work: Path) -> dict:
                             cwd=REPO, capture_output=True, text=True).stdout
     from pcn_lightning.text import ShakespeareCharDataModule
 
-    dm = ShakespeareCharDataModule(data_dir=args.data_dir, batch_size=64, seq_len=64)
+    import yaml
+
+    data = yaml.safe_load((REPO / "configs/shakespeare_char.yaml").read_text())["data"]["init_args"]
+    dm = ShakespeareCharDataModule(data_dir=args.data_dir, batch_size=data["batch_size"], seq_len=data["seq_len"])
     dm.setup()
-    per_epoch = len(dm.train_dataloader()) * 64 * 64
+    per_epoch = len(dm.train_dataloader()) * data["batch_size"] * data["seq_len"]
     epoch_s = statistics.median(s["time/epoch_s"])
     return {"model": name, "val_bits_best": min(s["val/bits_per_char"]), "val_bits_curve": s["val/bits_per_char"],
             "epochs": args.epochs, "train_chars": per_epoch * args.epochs, "wall_s": wall, "epoch_s": epoch_s,
@@ -81,12 +87,12 @@ def main() -> None:
             res = run(name, args, work)
             print(json.dumps(res), flush=True)
             results.append(res)
-    rows = [[MODELS[r["model"]][1], f"{r['val_bits_best']:.3f}", f"{r['train_chars'] / 1e6:.1f} M",
+    rows = [[MODELS[r["model"]][2], f"{r['val_bits_best']:.3f}", f"{r['train_chars'] / 1e6:.1f} M",
              f"{r['wall_s'] / 60:.1f}", f"{r['chars_per_s']:.0f}"] for r in results]
     text = ("# Character language model on Tiny Shakespeare\n\nMeasured by `python -m benchmarks.language` "
             f"({time.strftime('%Y-%m-%d')}), one run each; validation split (the last 10 % of the corpus).\n\n"
             + table(rows, ["model", "val bits/char (best)", "training chars", "wall min", "train chars/s"])
-            + "\n\n" + "\n\n".join(f"Sample ({MODELS[r['model']][1]}, temperature 0.8):\n\n```\n{r['sample']}```"
+            + "\n\n" + "\n\n".join(f"Sample ({MODELS[r['model']][2]}, temperature 0.8):\n\n```\n{r['sample']}```"
                                    for r in results)
             + "\n\nRaw:\n\n```\n" + "\n".join(json.dumps({k: v for k, v in r.items() if k != "sample"}) for r in results)
             + "\n```\n")

@@ -30,6 +30,7 @@ class Activation:
     high: float = math.inf  # supremum of the values f can produce
     # True when f'(a) == 1 everywhere: h = eps and the multiply can be skipped.
     is_identity: bool = False
+    max_slope: float = 1.0  # sup |f'|: bounds how much the activation can stretch an error
 
     def errors_into(self, a: Tensor, x: Tensor, eps: Tensor, h: Tensor) -> None:
         """eps = x - f(a) and h = f'(a) * eps, written into the given buffers.
@@ -93,8 +94,8 @@ ACTIVATIONS: dict[str, Activation] = {
         _leaky_relu_df,
     ),
     "tanh": Activation("tanh", torch.tanh, _tanh_df, low=-1.0, high=1.0),
-    "gelu": Activation("gelu", torch.nn.functional.gelu, _gelu_df, low=-0.17),
-    "sigmoid": Activation("sigmoid", torch.sigmoid, _sigmoid_df, low=0.0, high=1.0),
+    "gelu": Activation("gelu", torch.nn.functional.gelu, _gelu_df, low=-0.17, max_slope=1.13),
+    "sigmoid": Activation("sigmoid", torch.sigmoid, _sigmoid_df, low=0.0, high=1.0, max_slope=0.25),
 }
 
 

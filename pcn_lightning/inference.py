@@ -130,14 +130,33 @@ def step_node_(net: PCNetwork, j: int, x: Tensor, eta: float, errors: Sequence[O
             net.terms[k].map.transpose_add_(x, errors[k].h, errors[k].ctx, eta)
 
 
-def step_in_place(net: PCNetwork, xs: Sequence[Tensor], free: Sequence[bool], eta: float,
+def step_sizes(net: PCNetwork, free: Sequence[bool], active: Sequence[bool], settings: Inference) -> list[float]:
+    """Each node's step: eta_infer ("fixed"), or eta_infer over a bound on the node's
+    curvature ("normalized"): the sum over its active terms of pi (predicted by them) and
+    pi (f'max ||J||)^2 (predicting through them), with ||J|| each map's Lipschitz bound
+    (a spectral norm by power iteration for dense and conv maps), read once per settle.
+    With it, eta_infer 1 is about the coordinate-descent step, and settling stays
+    stable as the weights (and so the curvature) grow in training."""
+    eta = settings.eta_infer
+    if settings.step_size == "fixed":
+        return [eta] * len(free)
+    out = []
+    for j, node_free in enumerate(free):
+        c = sum(net.terms[k].curvature_on_target() for k in net.targets_of[j] if active[k])
+        c += sum(net.terms[k].curvature_on_source() for k in net.sources_of[j] if active[k])
+        out.append(eta / c if node_free and c > 0 else eta)
+    return out
+
+
+def step_in_place(net: PCNetwork, xs: Sequence[Tensor], free: Sequence[bool], eta,
                   errors: Sequence[Optional[TermErrors]]) -> None:
-    """The parallel step: every free node from the same errors, in place. `errors`
-    belong to the current xs (separate tensors: updating one node does not disturb
-    another's error)."""
+    """The parallel step: every free node from the same errors, in place (`eta` a
+    number, or one per node). `errors` belong to the current xs (separate tensors:
+    updating one node does not disturb another's error)."""
+    etas = eta if isinstance(eta, (list, tuple)) else [eta] * len(xs)
     for j, x in enumerate(xs):
         if free[j]:
-            step_node_(net, j, x, eta, errors)
+            step_node_(net, j, x, etas[j], errors)
 
 
 def reference_sweep(net: PCNetwork, xs: Sequence[Tensor], free: Sequence[bool], eta: float,
@@ -154,14 +173,15 @@ def reference_sweep(net: PCNetwork, xs: Sequence[Tensor], free: Sequence[bool], 
     return xs
 
 
-def sweep_in_place(net: PCNetwork, xs: Sequence[Tensor], free: Sequence[bool], eta: float,
+def sweep_in_place(net: PCNetwork, xs: Sequence[Tensor], free: Sequence[bool], eta,
                    buffers: "ErrorBuffers") -> None:
     """The sequential step in place: after each node moves, only the errors of the
     terms that touch it are refreshed (the prediction of a term it sources, the
     error of a term that predicts it), so a sweep costs what a parallel step does."""
+    etas = eta if isinstance(eta, (list, tuple)) else [eta] * len(xs)
     for j in net.sweep_from_label:
         if free[j]:
-            step_node_(net, j, xs[j], eta, buffers.errors)
+            step_node_(net, j, xs[j], etas[j], buffers.errors)
             buffers.refresh(xs, net.targets_of[j] + net.sources_of[j])
 
 
@@ -187,6 +207,8 @@ def settle(net: PCNetwork, xs: list[Tensor], free: Sequence[bool], settings: Inf
         start = net.energies(errors)
         trace = [start] if record else None
         every = max(1, T // 10)
+        if settings.step_size != "fixed":
+            eta = step_sizes(net, free, active, settings)
         last_checked = net.energies(errors).sum().item() if tol is not None else None
         step = compiled_step() if compiled else None
         for t in range(T):

@@ -46,8 +46,9 @@ class CharModelBase(L.LightningModule):
     """What the PC model and its twin share: the network, the context, the state, evaluation."""
 
     def __init__(self, hidden: int, window: int, extra_layers: int, label_precision: float,
-                 learning: Learning, output_dim: int) -> None:
+                 learning: Learning, output_dim: int, recurrent: bool = True) -> None:
         super().__init__()
+        self.recurrent_input = bool(recurrent)
         self.hidden, self.window, self.vocab_size = positive_int("hidden", hidden), positive_int("window", window), output_dim
         if isinstance(extra_layers, bool) or not isinstance(extra_layers, int) or extra_layers < 0:
             raise ConfigError(f"extra_layers must be an integer >= 0; got {extra_layers!r}")
@@ -56,7 +57,7 @@ class CharModelBase(L.LightningModule):
         layers.append({"dense": {"bias": True}})
         spec = NetworkSpec(direction="discriminative", layers=layers, label_energy="categorical",
                            precisions=[1.0] * (1 + extra_layers) + [float(label_precision)])
-        self.net = build_network(spec, [hidden + window * output_dim], output_dim)
+        self.net = build_network(spec, [hidden * self.recurrent_input + window * output_dim], output_dim)
         self.recurrent = self.net.terms[0].target  # the node z(t) carried to the next step
         self.learning = learning
         self.rates = learning.rates(len(self.net.terms))
@@ -75,7 +76,8 @@ class CharModelBase(L.LightningModule):
         z, win = self._state[stage]
         win = torch.cat([win[:, 1:], chars[:, None]], 1)
         self._state[stage] = (z, win)
-        return torch.cat([z, F.one_hot(win, self.vocab_size).to(z.dtype).flatten(1)], 1)
+        window = F.one_hot(win, self.vocab_size).to(z.dtype).flatten(1)
+        return torch.cat([z, window], 1) if self.recurrent_input else window
 
     def set_recurrent(self, stage: str, z: Tensor) -> None:
         self._state[stage] = (z, self._state[stage][1])
@@ -187,17 +189,20 @@ class TemporalPCNModule(CharModelBase):
         extra_layers: dense tanh layers between z(t) and the output.
         label_precision: precision of the categorical output energy.
         carry: "predicted" or "settled": the state carried to the next character.
+        recurrent: feed z(t-1) into the context; False: the windowed model (the last
+            `window` characters alone, the clamped input of a discriminative PCN).
         inference: settling of z(t) (the latents start at their prediction).
         learning: optimizer and rates (one optimizer step per batch of characters).
         input_shape, output_dim: linked from the data (one-hot characters, vocabulary size).
     """
 
     def __init__(self, hidden: int = 256, window: int = 8, extra_layers: int = 0, label_precision: float = 1.0,
-                 carry: str = "predicted", inference: Inference = Inference(T_infer=8, eta_infer=0.1, latent_init="feedforward"),
+                 carry: str = "predicted", recurrent: bool = True,
+                 inference: Inference = Inference(T_infer=8, eta_infer=0.1, latent_init="feedforward"),
                  learning: Learning = Learning(eta_learn=0.002, optimizer="adam"), seed: int = 0,
                  input_shape: Optional[list[int]] = None, output_dim: int = 65) -> None:
         learning, inference = as_settings(learning, Learning), as_settings(inference, Inference)
-        super().__init__(hidden, window, extra_layers, label_precision, learning, output_dim)
+        super().__init__(hidden, window, extra_layers, label_precision, learning, output_dim, recurrent)
         self.save_hyperparameters()
         self.automatic_optimization = False
         if carry not in ("predicted", "settled"):
@@ -256,10 +261,10 @@ class TemporalTwin(CharModelBase):
     batches, detached), cross-entropy loss, the same optimizer and updates."""
 
     def __init__(self, hidden: int = 256, window: int = 8, extra_layers: int = 0, label_precision: float = 1.0,
-                 learning: Learning = Learning(eta_learn=0.002, optimizer="adam"), seed: int = 0,
+                 recurrent: bool = True, learning: Learning = Learning(eta_learn=0.002, optimizer="adam"), seed: int = 0,
                  input_shape: Optional[list[int]] = None, output_dim: int = 65) -> None:
         learning = as_settings(learning, Learning)
-        super().__init__(hidden, window, extra_layers, label_precision, learning, output_dim)
+        super().__init__(hidden, window, extra_layers, label_precision, learning, output_dim, recurrent)
         self.save_hyperparameters()
 
     def training_step(self, batch, batch_idx: int) -> Tensor:
@@ -271,7 +276,8 @@ class TemporalTwin(CharModelBase):
         loss = 0.0
         for t in range(Lseq):
             win = torch.cat([win[:, 1:], x[:, t, None]], 1)
-            ctx = torch.cat([z, F.one_hot(win, self.vocab_size).to(z.dtype).flatten(1)], 1)
+            window = F.one_hot(win, self.vocab_size).to(z.dtype).flatten(1)
+            ctx = torch.cat([z, window], 1) if self.recurrent_input else window
             xs = [None] * len(self.net.nodes)
             xs[self.net.data] = ctx
             self.net.sweep(xs, self.net.terms, self.net.sweep_order[:-1])

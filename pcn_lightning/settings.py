@@ -61,6 +61,10 @@ class Inference:
             "sequential" (one node at a time from the label outwards, each seeing
             the new values before it: one step carries the label's error through
             every layer; see `inference`).
+        step_size: "fixed" (every node steps by eta_infer) or "normalized" (each
+            node's step divided by a bound on its curvature, read once per settle:
+            eta_infer is then a fraction of the safe step, and settling stays stable
+            as the weights grow; see `inference.step_sizes`).
     """
 
     T_infer: int = 50
@@ -70,10 +74,14 @@ class Inference:
     latent_init_std: float = 0.1
     compile_settle: bool = False
     schedule: str = "parallel"
+    step_size: str = "fixed"
 
     def __post_init__(self) -> None:
         positive_int("T_infer", self.T_infer)
         one_of("schedule", self.schedule, SCHEDULES)
+        one_of("step_size", self.step_size, ("fixed", "normalized"))
+        if self.step_size == "normalized" and self.compile_settle:
+            raise ConfigError("compile_settle takes one step size; use step_size 'fixed' with it")
         if self.schedule == "sequential" and self.compile_settle:
             raise ConfigError("compile_settle compiles the parallel step; use schedule 'parallel' with it")
         self.eta_infer = positive_float("eta_infer", self.eta_infer)
@@ -101,6 +109,7 @@ class EvalInference:
             latent_init_std=train.latent_init_std,
             compile_settle=train.compile_settle,
             schedule=train.schedule,
+            step_size=train.step_size,
         )
 
 

@@ -120,6 +120,17 @@ class Term(nn.Module):
         """h is eps itself (identity activation, precision 1): one buffer serves both."""
         return self.act.is_identity and isinstance(self.pi, float) and self.pi == 1.0
 
+    def pi_max(self) -> float:
+        return self.pi if isinstance(self.pi, float) else float(self.pi.max())
+
+    def curvature_on_target(self) -> float:
+        """Bound of this term's second derivative in its target: pi."""
+        return self.pi_max()
+
+    def curvature_on_source(self) -> float:
+        """Bound of this term's second derivative in its source: pi (f'max L)^2 (Gauss-Newton)."""
+        return self.pi_max() * (self.act.max_slope * self.map.lipschitz()) ** 2
+
     def weight_grads(self, err: TermErrors) -> list[Tensor]:
         return self.map.weight_grads(err.h, err.ctx)
 
@@ -178,6 +189,10 @@ class CategoricalTerm(Term):
 
     def shares_h_with_eps(self) -> bool:
         return isinstance(self.pi, float) and self.pi == 1.0
+
+    def curvature_on_source(self) -> float:
+        """The softmax cross-entropy's Hessian in a is at most 1/2: pi L^2 / 2."""
+        return self.pi_max() * 0.5 * self.map.lipschitz() ** 2
 
     def _nll(self, err: TermErrors, target: Optional[Tensor] = None) -> Tensor:
         y = err.eps + torch.softmax(err.a, 1) if target is None else target

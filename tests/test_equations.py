@@ -301,3 +301,34 @@ def test_categorical_label_energy_rules_equal_autograd(direction, pi):
     with torch.no_grad():
         settle(net, state, free2, Inference(T_infer=3, eta_infer=0.05))
     assert torch.allclose(state[net.label].sum(1), torch.ones(B, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("schedule", ["parallel", "sequential"])
+def test_normalized_step_is_stable_where_a_fixed_one_diverges(schedule):
+    """Weights scaled up 3x (as training grows them): a fixed eta_infer 0.5 makes the
+    energy rise; the same eta as a fraction of each node's curvature bound descends."""
+    from pcn_lightning.inference import step_sizes
+
+    torch.manual_seed(9)
+    net = build_network(NetworkSpec(direction="discriminative", dims=[12, 10, 8, 6], activations="tanh"), [12], 4).double()
+    with torch.no_grad():
+        for t in net.terms:
+            t.map.weight.mul_(3.0)
+    x = torch.randn(16, 12, dtype=torch.float64)
+    y = torch.nn.functional.one_hot(torch.randint(0, 4, (16,)), 4).double()
+    totals = {}
+    for step_size in ("fixed", "normalized"):
+        xs, free = net.initial_state(x, y, "random", std=1.0, generator=torch.Generator().manual_seed(0))
+        s = Inference(T_infer=30, eta_infer=0.5, schedule=schedule, step_size=step_size)
+        with torch.no_grad():
+            totals[step_size] = settle(net, xs, free, s, record=True).trace.sum(1)
+    assert totals["fixed"][-1] > totals["fixed"][0]  # diverged
+    t = totals["normalized"]
+    assert (t[1:] <= t[:-1] + 1e-9).all() and t[-1] < t[0]
+    # the bound: each free node's step is eta / (its pi + the next map's pi (f' ||W||)^2)
+    xs, free = net.initial_state(x, y, "random", std=1.0)
+    etas = step_sizes(net, free, net.active_terms(free), Inference(eta_infer=0.5, step_size="normalized"))
+    k = net.targets_of[1][0]  # the term predicting node 1, whose source is node 2
+    out = net.sources_of[1][0]
+    W = net.terms[out].map.weight
+    assert etas[1] == pytest.approx(0.5 / (1.0 + torch.linalg.matrix_norm(W, 2).item() ** 2), rel=1e-3)

@@ -27,6 +27,9 @@ class Act(Map):
     def out_shape(self) -> Shape:
         return self.in_shape
 
+    def lipschitz(self) -> float:
+        return self.fn.max_slope
+
     def predict(self, x: Tensor) -> tuple[Tensor, Any]:
         return self.fn.f(x), (None if self.fn.is_identity else self.fn.df(x))
 

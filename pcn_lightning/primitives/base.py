@@ -89,11 +89,31 @@ class Map(nn.Module):
     def reset_parameters(self, init: str = "xavier_uniform") -> None:
         """Initialize the parameters ("xavier_uniform" or "normal": N(0, 1))."""
 
+    def lipschitz(self) -> float:
+        """An upper bound (or a close estimate) of ||J||_2, how much the map can stretch
+        a change of its source: what a curvature-normalized inference step divides by."""
+        return 1.0
+
     # -- for the generic test -------------------------------------------------------
     @classmethod
     def example(cls) -> "Map":
         """A small instance for the autograd test of this primitive's rules."""
         raise NotImplementedError
+
+
+def spectral_norm(apply, apply_t, shape: Shape, iterations: int = 8, like: Optional[Tensor] = None) -> float:
+    """||A||_2 by power iteration on A^T A, with A and A^T given as functions of one sample."""
+    g = torch.Generator().manual_seed(0)
+    v = torch.randn((1, *shape), generator=g, dtype=like.dtype if like is not None else torch.float32)
+    if like is not None:
+        v = v.to(like.device)
+    norm = 0.0
+    for _ in range(iterations):
+        v = v / v.norm().clamp_min(1e-30)
+        w = apply_t(apply(v))
+        norm = w.norm().item()
+        v = w
+    return norm ** 0.5
 
 
 def check_positive_int(name: str, value) -> int:

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pcn_lightning.errors import ConfigError
-from pcn_lightning.primitives.base import Map, Shape, check_positive_int, register
+from pcn_lightning.primitives.base import Map, Shape, check_positive_int, register, spectral_norm
 
 Tensor = torch.Tensor
 
@@ -62,6 +62,12 @@ class Conv2d(Map):
         if self.bias is not None:
             fan_in = self.weight[0].numel()
             nn.init.uniform_(self.bias, -1 / fan_in ** 0.5, 1 / fan_in ** 0.5)
+
+    def lipschitz(self) -> float:
+        W = self.weight.detach()
+        return spectral_norm(lambda v: F.conv2d(v, W, None, self.stride, self.padding),
+                             lambda u: F.conv_transpose2d(u, W, None, self.stride, self.padding, self.output_padding),
+                             self.in_shape, like=W)
 
     def predict(self, x: Tensor) -> tuple[Tensor, Any]:
         return F.conv2d(x, self.weight, self.bias, self.stride, self.padding), x

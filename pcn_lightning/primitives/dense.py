@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from pcn_lightning.activations import Activation, get_activation
-from pcn_lightning.primitives.base import Map, Shape, check_positive_int, register
+from pcn_lightning.primitives.base import Map, Shape, check_positive_int, register, spectral_norm
 
 Tensor = torch.Tensor
 
@@ -52,6 +52,11 @@ class Dense(Map):
             nn.init.xavier_uniform_(self.weight)
         if self.bias is not None:
             nn.init.zeros_(self.bias)
+
+    def lipschitz(self) -> float:
+        W = self.weight.detach()
+        norm = spectral_norm(lambda v: v @ W.T, lambda u: u @ W, self.in_shape, like=W)
+        return abs(self.scale) * norm * (self.pre.max_slope if self.pre is not None else 1.0)
 
     def _source(self, x: Tensor) -> tuple[Tensor, Optional[Tensor]]:
         """phi(x) and phi'(x) (None when there is no pre-activation)."""

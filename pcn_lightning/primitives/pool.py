@@ -43,6 +43,10 @@ class _Pool(Map):
     def out_shape(self) -> Shape:
         return (self.in_shape[0], *self.out_hw)
 
+    def lipschitz(self) -> float:
+        """An input lies in at most ceil(k/s)^2 windows: ||J|| <= ceil(k/s) (1 without overlap)."""
+        return float(-(-self.kernel // self.stride))
+
 
 @register("maxpool")
 class MaxPool2d(_Pool):

@@ -29,6 +29,12 @@ class Sequential(Map):
     def out_shape(self) -> Shape:
         return self.maps[-1].out_shape
 
+    def lipschitz(self) -> float:
+        out = 1.0
+        for m in self.maps:
+            out *= m.lipschitz()
+        return out
+
     def predict(self, x: Tensor) -> tuple[Tensor, Any]:
         ctxs = []
         for m in self.maps:

@@ -39,6 +39,9 @@ class Residual(Map):
     def out_shape(self) -> Shape:
         return self.in_shape
 
+    def lipschitz(self) -> float:
+        return 1.0 + self.inner.lipschitz()
+
     def predict(self, x: Tensor) -> tuple[Tensor, Any]:
         a, ctx = self.inner.predict(x)
         return x + a, ctx
