@@ -148,26 +148,33 @@ def precision_gradient(log_p: Tensor, eps: Tensor, nu: float, p0: float) -> Tens
 
 
 class PredictivePrecision(Rule):
-    """The precision of the label's prediction at test, for class probabilities
-    softmax(pi_pred * prediction) (the Gaussian label model's posterior over classes).
-    Learned by the same local rule and prior as `Precision`, on the error between the
-    label and the label-free prediction (the state evaluation reads), not on the
-    clamped one; it does not enter inference or the other rules."""
+    """The precision pi of the label's label-free prediction, for class probabilities
+    p(c | x) = softmax(pi * prediction): learned by its own local rule, the gradient in
+    log pi of the categorical negative log-likelihood of the true class,
+
+        dNLL/dlog pi = -pi (prediction_y - sum_c p_c prediction_c),
+
+    on the label-free state (the one evaluation reads), so that confidence matches the
+    predictions' accuracy on the training data. It enters neither inference nor the
+    other rules."""
 
     learns_precision = True
 
-    def __init__(self, net: PCNetwork, log_precision: nn.Parameter, prior_strength: float, prior_mean: float) -> None:
+    def __init__(self, net: PCNetwork, log_precision: nn.Parameter) -> None:
         self.net, self.log_precision = net, log_precision
-        self.nu, self.p0 = float(prior_strength), float(prior_mean)
-        self.term = next(k for k, t in enumerate(net.terms) if t.target == net.label)
 
     def parameters(self) -> list[nn.Parameter]:
         return [self.log_precision]
 
     def gradients(self, batch: SettledBatch) -> list[Tensor]:
-        free = batch.label_free()
-        eps = batch.label - free[self.net.label]
-        return [precision_gradient(self.log_precision.detach(), eps, self.nu, self.p0)]
+        return [predictive_precision_gradient(self.log_precision.detach(), batch.label_free()[self.net.label], batch.label)]
+
+
+def predictive_precision_gradient(log_pi: Tensor, prediction: Tensor, label: Tensor) -> Tensor:
+    """d/dlog pi of -sum_b log softmax(pi * prediction_b)[y_b] (summed over the batch)."""
+    pi = log_pi.exp()
+    p = torch.softmax(pi * prediction, 1)
+    return -pi * ((label - p) * prediction).sum()
 
 
 def precision_free_energy(net: PCNetwork, errors: Sequence[TermErrors], log_precisions: Sequence[Tensor],
@@ -197,6 +204,5 @@ def rules_for(net: PCNetwork, learning, predictive_log_precision: Optional[nn.Pa
     if learning.learn_precision:
         out.append(Precision(net, learning.precision_prior))
     if learning.predictive_precision:
-        # no prior needed: the label-free prediction never sees the label, its error cannot vanish
-        out.append(PredictivePrecision(net, predictive_log_precision, 0.0, 1.0))
+        out.append(PredictivePrecision(net, predictive_log_precision))
     return out

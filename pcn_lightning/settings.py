@@ -138,9 +138,10 @@ class Learning:
             in pseudo-observations per observation, centred on the configured
             precision p0; it bounds a precision by p0 (1 + nu) / nu (0: no prior:
             precisions that the latents can explain away run off).
-        predictive_precision: learn the precision of the label's label-free
-            prediction (for class probabilities, see `PCNModule.predict_uncertainty`);
-            costs a label-free settle per step where the network needs settling.
+        predictive_precision: learn pi of the class probabilities softmax(pi *
+            prediction) from the label-free prediction, by the gradient of the true
+            class's negative log-likelihood (see `rules.PredictivePrecision`); costs
+            a label-free settle per step where the network needs settling.
         eta_precision: learning rate of the log-precisions.
         grad_clip_norm: clip the norm of the hand-set gradients before each step.
     """

@@ -45,11 +45,10 @@ class BackpropTwin(L.LightningModule):
         self.net = build_network(network, shape, output_dim)
         self.learning, self.loss_name = learning, loss
         self.rates = learning.rates(len(self.net.terms))
-        # the precision of the prediction, 1 / its mean squared error on the training
-        # labels (refit every epoch): class probabilities softmax(pi * scores) for the
-        # squared-error twin, as the PCN's; plain softmax(scores) for cross-entropy
+        # class probabilities softmax(pi * scores) for the squared-error twin, pi fitted
+        # as the PCN's (the true class's likelihood on the training batches, one Newton
+        # step a batch on detached scores); plain softmax(scores) for cross-entropy
         self.register_buffer("predictive_log_precision", torch.zeros(()))
-        self._sse = self._count = 0.0
         self.metrics = classification_metrics(self.net.num_classes, energy=False)
 
     @classmethod
@@ -74,18 +73,23 @@ class BackpropTwin(L.LightningModule):
         if self.loss_name == "ce":
             loss = F.cross_entropy(scores, y)
         else:
-            sq = (F.one_hot(y, self.net.num_classes).to(scores.dtype) - scores).pow(2)
-            loss = 0.5 * sq.sum(1).mean()
-            self._sse += sq.detach().sum().item()
-            self._count += sq.numel()
+            onehot = F.one_hot(y, self.net.num_classes).to(scores.dtype)
+            loss = 0.5 * (onehot - scores).pow(2).sum(1).mean()
+            self._fit_predictive_precision(scores.detach(), onehot)
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True)
         return loss
 
+    @torch.no_grad()
+    def _fit_predictive_precision(self, scores: Tensor, onehot: Tensor, lr: float = 0.01) -> None:
+        """The PCN's rule (`rules.predictive_precision_gradient`), stepped with a fixed rate."""
+        from pcn_lightning.rules import predictive_precision_gradient
+
+        g = predictive_precision_gradient(self.predictive_log_precision, scores, onehot) / scores.shape[0]
+        self.predictive_log_precision.sub_(lr * g.clamp(-10, 10))
+
     def on_train_epoch_end(self) -> None:
-        if self._count:
-            self.predictive_log_precision.fill_(torch.log(torch.tensor(self._count / self._sse)).item())
+        if self.loss_name != "ce":
             self.log("precision/predictive", self.predictive_log_precision.exp(), on_epoch=True)
-        self._sse = self._count = 0.0
 
     def class_probabilities(self, logits: Tensor) -> Tensor:
         """softmax(scores) (cross-entropy) or softmax(pi * scores) (squared error, pi fitted)."""

@@ -114,3 +114,15 @@ def test_predict_uncertainty_outputs():
     trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
     preds = trainer.predict(m, torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x.reshape(8, -1)), batch_size=4))
     assert len(preds) == 2 and set(preds[0]) == {"logits", "probs", "energy", "term_energies"}
+
+
+def test_predictive_precision_rule_is_the_gradient_of_the_class_likelihood():
+    from pcn_lightning.rules import predictive_precision_gradient
+
+    torch.manual_seed(0)
+    pred = torch.randn(7, 4, dtype=torch.float64)
+    y = torch.nn.functional.one_hot(torch.randint(0, 4, (7,)), 4).double()
+    lp = torch.tensor(0.4, dtype=torch.float64, requires_grad=True)
+    nll = -(y * torch.log_softmax(lp.exp() * pred, 1)).sum()
+    (auto,) = torch.autograd.grad(nll, [lp])
+    assert rel_err(predictive_precision_gradient(lp.detach(), pred, y), auto) < 1e-12
