@@ -56,6 +56,8 @@ RUNS = {
     "pcn_discriminative_T4": ("configs/fashion_mnist.yaml", ["--model.T_infer", "4"],
                               "PCN, discriminative, T_infer 4 (instead of 20)"),
     "pcn_discriminative_precision": ("configs/fashion_mnist.yaml", PRECISION, "PCN, discriminative, learned precisions (Gamma prior nu 1) and predictive precision"),
+    "pcn_generative_T40": ("configs/fashion_mnist_generative.yaml", ["--model.T_infer", "40", "--model.T_infer_eval", "20"],
+                           "PCN, generative, T_infer 40 in training (20 at evaluation)"),
     "pcn_discriminative_precision_nu10": ("configs/fashion_mnist.yaml", precision(10.0), "PCN, discriminative, learned precisions (Gamma prior nu 10) and predictive precision"),
     "pcn_generative_precision": ("configs/fashion_mnist_generative.yaml", PRECISION, "PCN, generative, learned precisions (Gamma prior nu 1) and predictive precision"),
     "pcn_generative_precision_nu01": ("configs/fashion_mnist_generative.yaml", precision(0.1),

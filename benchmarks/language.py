@@ -70,8 +70,42 @@ def run(name: str, args, work: Path) -> dict:
             "chars_per_s": per_epoch / epoch_s, "sample": sample}
 
 
+def timing(steps: int = 10) -> None:
+    """Training characters per second, PC and twin alternated on the same batches (quiet machine)."""
+    import torch
+    import yaml
+
+    from benchmarks._timing import interleaved
+    from pcn_lightning.language import TemporalPCNModule, TemporalTwin
+    from pcn_lightning.settings import Inference, Learning
+
+    cfg = yaml.safe_load((REPO / "configs/shakespeare_char.yaml").read_text())
+    init, data = cfg["model"]["init_args"], cfg["data"]["init_args"]
+    B, L = data["batch_size"], data["seq_len"]
+    rows = []
+    for recurrent in (True, False):
+        common = dict(hidden=init["hidden"], window=init["window"], label_precision=init["label_precision"],
+                      recurrent=recurrent, learning=Learning(**{**init["learning"], "lr_scheduler": None}), output_dim=65)
+        pc = TemporalPCNModule(**common, carry=init["carry"], inference=Inference(**init["inference"]))
+        twin = TemporalTwin(**common)
+        x, y = torch.randint(0, 65, (B, L)), torch.randint(0, 65, (B, L))
+        opt, topt = pc.configure_optimizers(), twin.configure_optimizers()
+        pc.optimizers, pc.log, twin.log = (lambda: opt), (lambda *a, **k: None), (lambda *a, **k: None)
+
+        def twin_step():
+            topt.zero_grad()
+            twin.training_step((x, y), 0).backward()
+            topt.step()
+        t = interleaved({"pc": lambda: pc.training_step((x, y), 0), "twin": twin_step}, repeats=steps, warmup=2)
+        rows.append([("temporal" if recurrent else "windowed"), f"{B * L / t['pc']:.0f}", f"{B * L / t['twin']:.0f}",
+                     f"{t['pc'] / t['twin']:.2f}"])
+    print(f"threads={torch.get_num_threads()}, batch {B} x {L} characters")
+    print(table(rows, ["model", "PC chars/s", "twin chars/s", "PC / twin time"]))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
+    ap.add_argument("--timing", action="store_true", help="only time training steps, side by side")
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--data_dir", default=str(REPO.parent / "shared" / "data" / "tinyshakespeare"))
     ap.add_argument("--workdir", default=None)
@@ -79,6 +113,8 @@ def main() -> None:
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "LANGUAGE.md"))
     ap.add_argument("--extra", nargs=argparse.REMAINDER, default=[])
     args = ap.parse_args()
+    if args.timing:
+        return timing()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.workdir or tmp)
         work.mkdir(parents=True, exist_ok=True)

@@ -70,11 +70,12 @@ def settle_report(trace: torch.Tensor, tol: float, batch_size: int = 1, fraction
                         diverging)
 
 
-def update_cosines(net, errors_a, errors_b) -> list[float]:
-    """Cosine between each term's weight update (dE/dtheta, all its parameters) at two states."""
+def update_cosines(net, errors_a, errors_b, learned=None) -> list[float]:
+    """Cosine between each term's weight update (dE/dtheta, all its parameters) at two
+    states (1.0 for terms whose weights do not learn from this settle)."""
     out = []
-    for t, a, b in zip(net.terms, errors_a, errors_b):
-        if a is None or b is None:
+    for k, (t, a, b) in enumerate(zip(net.terms, errors_a, errors_b)):
+        if a is None or b is None or (learned is not None and k not in learned):
             out.append(1.0)
             continue
         ga = torch.cat([g.reshape(-1) for g in t.weight_grads(a)]).double()
@@ -144,7 +145,7 @@ class SettleCheck(L.Callback):
             free = [n.role == "latent" for n in net.nodes]
             with torch.no_grad():
                 more = settle(net, longer, free, pl_module.inference)
-                cos = update_cosines(net, result.errors, more.errors)
+                cos = update_cosines(net, result.errors, more.errors, set(pl_module.terms_learned_from_settle()))
             report.update_term = min(range(len(cos)), key=cos.__getitem__)
             report.update_cosine = cos[report.update_term]
             report.settled = report.update_cosine >= 1 - self.tol

@@ -93,6 +93,10 @@ class PCNModule(L.LightningModule):
     def named_weights(self) -> list[tuple[str, torch.nn.Parameter]]:
         return self.net.named_weights()
 
+    def terms_learned_from_settle(self) -> list[int]:
+        """The terms whose weights learn from the label-clamped settle (the Hebbian rule's)."""
+        return [k for r in self.rules if isinstance(r, rules.Hebbian) for k in r.terms]
+
     # ------------------------------------------------------------ optimizers
     def on_train_start(self) -> None:
         stretch_cosine(self.trainer)  # a resumed run extended past its schedule

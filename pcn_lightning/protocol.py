@@ -28,6 +28,10 @@ class Diagnosable(Protocol):
         the settled state and the result."""
         ...
 
+    def terms_learned_from_settle(self) -> list[int]:
+        """Indices of the terms whose weights learn from the settled errors."""
+        ...
+
     def named_weights(self) -> list[tuple[str, torch.nn.Parameter]]:
         """Every learned weight with a short name (W0, W1, ..., readout)."""
         ...
