@@ -16,10 +16,16 @@ Two schedules: "parallel" (the seed's: every free node steps at once, from the
 same errors) and "sequential" (`reference_sweep`: one node at a time, from the
 label outwards, each seeing the new values of the nodes before it: block
 coordinate descent). A sequential step carries the label's error through every
-layer in one sweep, where a parallel one moves it one layer per step: with eta
-1 and the latents starting at the feedforward sweep, one sequential step gives
-each layer the error backprop would (the "zero-divergence" limit of PC, Song
-et al. 2020), which deep networks need (see benchmarks/ACCURACY.md, depth).
+layer in one sweep, where a parallel one moves it one layer per step (and with
+a small step, diffuses it: errors far from the label stay near zero for long).
+From the feedforward state with a small label precision, L sequential steps at
+eta 1 bring every layer of an L-layer chain to its equilibrium error, which is
+backprop's up to scale (Whittington & Bogacz 2017; tests/test_equations.py):
+what deep networks need (see benchmarks/ACCURACY.md, depth).
+
+Step sizes: one eta_infer for every node ("fixed"), or eta_infer divided by a
+bound on each node's curvature ("normalized", `step_sizes`), which keeps settling
+stable as training grows the weights.
 """
 
 from __future__ import annotations
