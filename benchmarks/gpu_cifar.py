@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import pickle
+import shlex
 import statistics
 import subprocess
 import sys
@@ -59,7 +60,7 @@ def train(name: str, extra: list[str], args, data_dir: Path, out: Path) -> dict:
            "--trainer.max_epochs", str(args.epochs), "--trainer.accelerator", "gpu" if args.device == "cuda" else "cpu",
            "--trainer.logger.init_args.save_dir", str(out), "--trainer.logger.init_args.name", name,
            "--trainer.callbacks+=callbacks.epoch_timer.EpochTimer", "--trainer.enable_progress_bar", "false",
-           "--data.batch_size", str(args.batch), *args.extra]
+           "--data.batch_size", str(args.batch), *args.extra, *(args.pc_extra if name == "pcn" else [])]
     if args.max_batches:
         cmd += ["--trainer.limit_train_batches", str(args.max_batches), "--trainer.limit_val_batches", "2",
                 "--trainer.limit_test_batches", "2", "--data.val_size", str(2 * args.batch)]
@@ -79,7 +80,9 @@ def main() -> None:
     ap.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     ap.add_argument("--max_batches", type=int, default=0, help="limit batches per epoch (a quick check)")
     ap.add_argument("--batch", type=int, default=128, help="batch size (the config's: 128)")
-    ap.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more train.py flags for both runs")
+    ap.add_argument("--pc_extra", type=shlex.split, default=[],
+                    help="train.py flags for the PCN only, one quoted string: --pc_extra='--model.T_infer 8'")
+    ap.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more train.py flags for both runs (last)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)

@@ -47,7 +47,7 @@ def test_main_configs_are_the_vgg5_recipe():
 
 def test_gpu_script_runs_its_path_on_the_cpu(tmp_path):
     r = subprocess.run([sys.executable, "-m", "benchmarks.gpu_cifar", "--synthetic", "--device", "cpu", "--epochs", "1",
-                        "--max_batches", "1", "--batch", "4", "--extra", "--model.T_infer", "1"],
+                        "--max_batches", "1", "--batch", "4", "--pc_extra=--model.T_infer 1"],
                        cwd=REPO, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "PC / BP epoch time" in r.stdout and "| PCN |" in r.stdout and "| backprop twin |" in r.stdout
