@@ -12,8 +12,10 @@ it on the Fashion-MNIST test split, label-free:
   label-free prediction; the squared-error twin: the same with its fitted pi; the
   cross-entropy twin: softmax), and a reliability diagram per model;
 - out of distribution, AUROC (1.0: every shifted image scores above every test
-  image) of (a) the per-sample settled energy (PCNs) and (b) one minus the largest
-  class probability, for the test images flipped upside down, inverted (1 - x),
+  image) of (a) the per-sample settled energy (PCNs; label-free, so 0 for a
+  discriminative PCN, which explains any input exactly without a label), (b) the
+  committed energy (PCNs: settled with the network's own top class clamped) and
+  (c) one minus the largest class probability, for the test images flipped upside down, inverted (1 - x),
   uniform noise, and, for the runs trained on classes 0-7 only, classes 8 and 9.
 """
 
@@ -48,12 +50,13 @@ def load(ckpt: Path):
 @torch.no_grad()
 def outputs(model, x: torch.Tensor, batch: int = 1000) -> dict:
     """probs, logits and (PCNs) the settled energy of every sample."""
-    out = {"probs": [], "logits": [], "energy": []}
+    out = {"probs": [], "logits": [], "energy": [], "committed": []}
     for i in range(0, len(x), batch):
         xb = x[i:i + batch]
         if isinstance(model, PCNModule):
             o = model.predict_uncertainty(xb)
             out["energy"].append(o["energy"])
+            out["committed"].append(o["committed_energy"])
         else:
             o = {"logits": model.predict_logits(xb)}
             o["probs"] = model.class_probabilities(o["logits"])
@@ -88,6 +91,7 @@ def evaluate(name: str, run_dir: Path, x, y, figures: Path | None) -> dict:
         res[f"auroc_maxprob/{shift}"] = auroc(1 - o["probs"].max(1).values, 1 - so["probs"].max(1).values)
         if o["energy"] is not None:
             res[f"auroc_energy/{shift}"] = auroc(o["energy"], so["energy"])
+            res[f"auroc_committed/{shift}"] = auroc(o["committed"], so["committed"])
     return res
 
 
@@ -110,13 +114,13 @@ def main() -> None:
         print(json.dumps(r), flush=True)
         results.append(r)
     shifts_seen = sorted({k.split("/", 1)[1] for r in results for k in r if k.startswith("auroc_")})
-    header = ["run", "test top-1 %", "ECE"] + [f"AUROC {s}: energy / max-prob" for s in shifts_seen]
+    header = ["run", "test top-1 %", "ECE"] + [f"AUROC {s}: energy / committed / max-prob" for s in shifts_seen]
     rows = []
     for r in results:
         row = [r["run"], f"{100 * r['test_top1']:.2f}", f"{r['ece']:.4f}"]
         for s in shifts_seen:
-            e, m = r.get(f"auroc_energy/{s}"), r.get(f"auroc_maxprob/{s}")
-            row.append(("-" if m is None else (f"{e:.3f} / {m:.3f}" if e is not None else f"- / {m:.3f}")))
+            e, c, m = (r.get(f"auroc_{k}/{s}") for k in ("energy", "committed", "maxprob"))
+            row.append("-" if m is None else " / ".join("-" if v is None else f"{v:.3f}" for v in (e, c, m)))
         rows.append(row)
     text = (f"# Calibration and out-of-distribution detection\n\nMeasured by `python -m benchmarks.uncertainty` "
             f"({time.strftime('%Y-%m-%d')}), Fashion-MNIST test split, label-free, best checkpoint by validation, "

@@ -276,17 +276,27 @@ class PCNModule(L.LightningModule):
         - `logits`: the label's predicted values (B, C), as `predict_logits`;
         - `probs`: class probabilities softmax(pi * logits), pi the learned precision of
           the label-free prediction (`predictive_precision`; 1 when not learned);
-        - `energy`: each sample's settled energy (B,), how badly the network explains it;
-        - `term_energies`: each term's precision-weighted error per sample (B, terms).
+        - `energy`: each sample's settled energy (B,), how badly the network explains it
+          (a generative network predicts the data; a discriminative one explains any
+          input exactly when its label is free, so there this is 0 by construction);
+        - `term_energies`: each term's precision-weighted error per sample (B, terms);
+        - `committed_energy`: the settled energy with the network's own top class
+          clamped as the label (settled as in training; no true label is used): what
+          committing to its decision costs, (B,). One more settle.
         """
         x = self._checked_input(x)
         xs, result = self.settle_batch(x, None, self.eval_inference, per_sample_seeds=True)
         logits = xs[self.net.label]
-        per_term = [t.sample_energy(e) if e is not None else logits.new_zeros(x.shape[0])
-                    for t, e in zip(self.net.terms, result.errors)]
-        term_energies = torch.stack(per_term, 1)
+        term_energies = self._sample_term_energies(result, x.shape[0], logits)
+        _, committed = self.settle_batch(x, logits.argmax(1), self.inference, per_sample_seeds=True)
         return {"logits": logits, "probs": self.class_probabilities(logits), "energy": term_energies.sum(1),
-                "term_energies": term_energies}
+                "term_energies": term_energies,
+                "committed_energy": self._sample_term_energies(committed, x.shape[0], logits).sum(1)}
+
+    def _sample_term_energies(self, result: SettleResult, batch: int, like: Tensor) -> Tensor:
+        """(B, terms): each term's energy per sample at a settled state (0 for dropped terms)."""
+        return torch.stack([t.sample_energy(e) if e is not None else like.new_zeros(batch)
+                            for t, e in zip(self.net.terms, result.errors)], 1)
 
     def class_probabilities(self, logits: Tensor) -> Tensor:
         """softmax(pi * prediction): the classes' posterior under the Gaussian label model

@@ -111,9 +111,19 @@ def test_predict_uncertainty_outputs():
     assert torch.allclose(out["probs"].sum(1), torch.ones(8))
     assert out["term_energies"].shape == (8, 3) and torch.allclose(out["energy"], out["term_energies"].sum(1))
     assert torch.equal(out["logits"], m.predict_logits(x))
+    # the committed energy: a settle with the network's own top class clamped as the label
+    _, res = m.settle_batch(x, out["logits"].argmax(1), m.inference, per_sample_seeds=True)
+    expected = sum(t.sample_energy(e) for t, e in zip(m.net.terms, res.errors) if e is not None)
+    assert torch.allclose(out["committed_energy"], expected) and (out["committed_energy"] > 0).all()
+    # discriminative: with the label free every node settles at its prediction, energy 0
+    # by construction; the committed energy is what still separates inputs
+    d = PCNModule.from_flat(direction="discriminative", dims=[784, 32, 10], output_dim=10, T_infer=5,
+                            latent_init="feedforward")
+    dout = d.predict_uncertainty(x)
+    assert torch.equal(dout["energy"], torch.zeros(8)) and (dout["committed_energy"] > 0).all()
     trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
     preds = trainer.predict(m, torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x.reshape(8, -1)), batch_size=4))
-    assert len(preds) == 2 and set(preds[0]) == {"logits", "probs", "energy", "term_energies"}
+    assert len(preds) == 2 and set(preds[0]) == {"logits", "probs", "energy", "term_energies", "committed_energy"}
 
 
 def test_predictive_precision_rule_is_the_gradient_of_the_class_likelihood():
