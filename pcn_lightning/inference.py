@@ -97,6 +97,8 @@ class ErrorBuffers:
             x_src, x_tgt = xs[t.source], xs[t.target]
             if predictions and k in predictions:  # made by the feedforward init: the same numbers
                 a, ctx = predictions[k]
+                if a.data_ptr() == x_tgt.data_ptr():  # an identity activation made the latent the prediction
+                    a = a.clone()  # itself: the buffer must not move with the latent
             else:
                 a = x_tgt.new_empty(x_tgt.shape)
                 ctx = t.map.predict_into(x_src, a)

@@ -242,6 +242,36 @@ def test_sequential_sweep_equals_its_reference_and_descends(direction):
     assert (total[1:] <= total[:-1] + 1e-12).all() and total[-1] < total[0]
 
 
+@pytest.mark.parametrize("schedule", ["parallel", "sequential"])
+@pytest.mark.parametrize("pre_activation", [False, True])
+def test_settle_from_the_feedforward_predictions_equals_the_reference(schedule, pre_activation):
+    """The path training takes: latents started at the feedforward sweep, whose
+    predictions settle reuses. With identity activations (muPC's residual blocks, the
+    VGG-5's pooled blocks) the sweep makes each latent its prediction tensor itself;
+    the settle must still move every latent exactly as the reference steps do."""
+    from pcn_lightning.inference import reference_sweep
+
+    torch.manual_seed(3)
+    hidden = {"dense": {"units": 6, **({"pre_activation": "tanh"} if pre_activation else {})}, "repeat": 2}
+    spec = NetworkSpec(direction="discriminative", layers=[{"dense": {"units": 6}}, hidden, {"dense": {}}])
+    net = build_network(spec, [5], 3).double()
+    x, label = torch.randn(4, 5, dtype=torch.float64), torch.eye(3, dtype=torch.float64)[[0, 2, 1, 0]]
+    with torch.no_grad():
+        predictions: dict = {}
+        xs, free = net.initial_state(x, label, "feedforward", predictions=predictions)
+        plain = [t.clone() for t in xs]
+        res = settle(net, xs, free, Inference(T_infer=6, eta_infer=0.2, schedule=schedule), predictions=predictions)
+        active = [True] * len(net.terms)
+        for _ in range(6):
+            plain = (reference_sweep(net, plain, free, 0.2, active) if schedule == "sequential"
+                     else reference_step(net, plain, free, 0.2, active)[0])
+    latents = [j for j, f in enumerate(free) if f]
+    assert all((plain[j] - net.initial_state(x, label, "feedforward")[0][j]).abs().max() > 1e-6 for j in latents)
+    for p, q in zip(xs, plain):
+        assert torch.allclose(p, q, rtol=1e-12, atol=1e-12)
+    assert torch.allclose(net.energies(res.errors).sum(), net.energies(net.errors(plain)).sum(), rtol=1e-12)
+
+
 def test_sequential_settling_gives_every_layer_the_backprop_direction():
     """Deep chain, latents from the feedforward sweep, a small label precision: L
     sequential steps at eta 1 (L: the number of hidden layers) hand every layer's
