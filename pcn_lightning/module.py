@@ -287,16 +287,11 @@ class PCNModule(L.LightningModule):
         x = self._checked_input(x)
         xs, result = self.settle_batch(x, None, self.eval_inference, per_sample_seeds=True)
         logits = xs[self.net.label]
-        term_energies = self._sample_term_energies(result, x.shape[0], logits)
+        term_energies = self.net.term_sample_energies(result.errors, logits)
         _, committed = self.settle_batch(x, logits.argmax(1), self.inference, per_sample_seeds=True)
         return {"logits": logits, "probs": self.class_probabilities(logits), "energy": term_energies.sum(1),
                 "term_energies": term_energies,
-                "committed_energy": self._sample_term_energies(committed, x.shape[0], logits).sum(1)}
-
-    def _sample_term_energies(self, result: SettleResult, batch: int, like: Tensor) -> Tensor:
-        """(B, terms): each term's energy per sample at a settled state (0 for dropped terms)."""
-        return torch.stack([t.sample_energy(e) if e is not None else like.new_zeros(batch)
-                            for t, e in zip(self.net.terms, result.errors)], 1)
+                "committed_energy": self.net.term_sample_energies(committed.errors, logits).sum(1)}
 
     def class_probabilities(self, logits: Tensor) -> Tensor:
         """softmax(pi * prediction): the classes' posterior under the Gaussian label model

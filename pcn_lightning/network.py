@@ -265,6 +265,11 @@ class PCNetwork(nn.Module):
         """The energy of each sample, shape (B,)."""
         return sum(t.sample_energy(e) for t, e in zip(self.terms, errors) if e is not None)
 
+    def term_sample_energies(self, errors: Sequence[Optional[TermErrors]], like: Tensor) -> Tensor:
+        """Each term's energy per sample, (B, terms) (0 for dropped terms); `like`: any (B, ...) tensor."""
+        zero = like.new_zeros(like.shape[0])
+        return torch.stack([t.sample_energy(e) if e is not None else zero for t, e in zip(self.terms, errors)], 1)
+
     def node_gradient(self, j: int, errors: Sequence[Optional[TermErrors]]) -> Optional[Tensor]:
         """dE/dx(j): sum pi eps over the terms predicting j, minus map^T h over the terms j predicts."""
         g = None
