@@ -38,7 +38,9 @@ EIGHT = ["--data.classes", "[0, 1, 2, 3, 4, 5, 6, 7]"]
 
 RUNS = {
     # name: (config, extra args, description)
-    "pcn_discriminative": ("configs/fashion_mnist.yaml", [], "PCN, discriminative (configs/fashion_mnist.yaml)"),
+    "pcn_discriminative": ("configs/fashion_mnist.yaml", [], "PCN, discriminative (configs/fashion_mnist.yaml: T_infer 4)"),
+    "pcn_discriminative_T20": ("configs/fashion_mnist.yaml", ["--model.T_infer", "20"],
+                               "the same at T_infer 20 (the config until 2026-11-30)"),
     "twin_discriminative": ("configs/fashion_mnist.yaml", ["--model.class_path", "pcn_lightning.BackpropTwin"],
                             "backprop twin of the above (same dims, init, Adam, lr, epochs)"),
     "pcn_discriminative_unit_precision": ("configs/fashion_mnist.yaml", ["--model.precisions", "null"],
@@ -53,8 +55,6 @@ RUNS = {
                             "PCN, generative, the seed's recipe (SGD, T_infer 50, batch 500)"),
     "twin_generative_seed": ("configs/fashion_mnist_seed_recipe.yaml", ["--model.class_path", "pcn_lightning.BackpropTwin"],
                              "backprop twin of the seed's recipe (same shape, SGD 0.005, epochs)"),
-    "pcn_discriminative_T4": ("configs/fashion_mnist.yaml", ["--model.T_infer", "4"],
-                              "PCN, discriminative, T_infer 4 (instead of 20)"),
     "pcn_discriminative_precision": ("configs/fashion_mnist.yaml", PRECISION, "PCN, discriminative, learned precisions (Gamma prior nu 1) and predictive precision"),
     "pcn_generative_T40": ("configs/fashion_mnist_generative.yaml", ["--model.T_infer", "40", "--model.T_infer_eval", "20"],
                            "PCN, generative, T_infer 40 in training (20 at evaluation)"),

@@ -9,6 +9,8 @@ the variant's settings on the command line: honest test accuracy (label-free,
 checkpoint by validation), one seed. Variants:
 
     pc_mupc_sequential   muPC, T = L sequential sweeps (eta 0.5)
+    pc_mupc_sequential_eta09  the same at eta 0.9: over-relaxed (a residual node's curvature
+                         is ~2, so 0.5 is the exact coordinate step and 0.9 is SOR's omega 1.8)
     pc_mupc_parallel     muPC, T = L parallel steps (the muPC paper's schedule; eta 0.2)
     pc_standard          no parametrization (xavier weights, no multipliers), sequential
     bp_mupc, bp_standard the backprop twins of the same networks
@@ -33,6 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 VARIANTS = {
     "pc_mupc_sequential": ("pcn", "mupc", ["--model.schedule", "sequential", "--model.eta_infer", "0.5"]),
+    "pc_mupc_sequential_eta09": ("pcn", "mupc", ["--model.schedule", "sequential", "--model.eta_infer", "0.9"]),
     "pc_mupc_parallel": ("pcn", "mupc", ["--model.schedule", "parallel", "--model.eta_infer", "0.2"]),
     "pc_standard": ("pcn", "standard", ["--model.schedule", "sequential", "--model.eta_infer", "0.5"]),
     "bp_mupc": ("twin", "mupc", []),

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from pcn_lightning import cli
-from tests.regression.fingerprint import CPU_CAPABILITY, RUNS, THREADS, fingerprint, relative_distance, run_args
+from tests.regression.fingerprint import (CPU_CAPABILITY, RECORDED_WITH, RUNS, THREADS, fingerprint,
+                                          relative_distance, run_args)
 
 REFERENCE = json.loads((Path(__file__).parent / "regression" / "reference_30_steps.json").read_text())
 
@@ -19,7 +20,7 @@ def old_name(module_key: str, named: dict) -> str:
 
 
 def current_weights(name: str, tmp_path: Path) -> dict:
-    rc = cli.main(run_args(RUNS[name]) + ["--trainer.logger.init_args.save_dir", str(tmp_path),
+    rc = cli.main(run_args(RUNS[name]) + RECORDED_WITH.get(name, []) + ["--trainer.logger.init_args.save_dir", str(tmp_path),
                                           "--trainer.default_root_dir", str(tmp_path)])
     assert rc == 0
     ckpt = torch.load(next(tmp_path.rglob("last.ckpt")), map_location="cpu", weights_only=False)
