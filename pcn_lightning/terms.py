@@ -129,7 +129,7 @@ class Term(nn.Module):
 
     def curvature_on_source(self) -> float:
         """Bound of this term's second derivative in its source: pi (f'max L)^2 (Gauss-Newton)."""
-        return self.pi_max() * (self.act.max_slope * self.map.lipschitz()) ** 2
+        return self.pi_max() * (self.act.max_slope * self.map.lipschitz_bound()) ** 2
 
     def weight_grads(self, err: TermErrors) -> list[Tensor]:
         return self.map.weight_grads(err.h, err.ctx)
@@ -192,7 +192,7 @@ class CategoricalTerm(Term):
 
     def curvature_on_source(self) -> float:
         """The softmax cross-entropy's Hessian in a is at most 1/2: pi L^2 / 2."""
-        return self.pi_max() * 0.5 * self.map.lipschitz() ** 2
+        return self.pi_max() * 0.5 * self.map.lipschitz_bound() ** 2
 
     def _nll(self, err: TermErrors, target: Optional[Tensor] = None) -> Tensor:
         y = err.eps + torch.softmax(err.a, 1) if target is None else target

@@ -138,3 +138,22 @@ def test_composite_block_rules_equal_autograd():
         assert rel_err(-m.transpose(err.h, err.ctx), auto[0]) < 1e-10
         for g, ag in zip(term.weight_grads(err), auto[1:]):
             assert rel_err(g, ag) < 1e-10
+
+
+def test_lipschitz_bound_is_cached_until_a_parameter_changes():
+    """Curvature-normalized steps read every map's bound once per settle; between
+    optimizer steps the bound is reused, and any in-place update recomputes it."""
+    from pcn_lightning.primitives.dense import Dense
+
+    torch.manual_seed(0)
+    m = Dense((6,), units=4)
+    calls = []
+    plain = m.lipschitz
+    m.lipschitz = lambda: calls.append(1) or plain()
+    first = m.lipschitz_bound()
+    assert m.lipschitz_bound() == first and len(calls) == 1
+    with torch.no_grad():
+        m.weight.mul_(2.0)  # what an optimizer step does: in place
+    assert abs(m.lipschitz_bound() / first - 2.0) < 1e-4 and len(calls) == 2
+    m.load_state_dict({"weight": torch.zeros(4, 6)})
+    assert m.lipschitz_bound() < 1e-6 and len(calls) == 3

@@ -94,6 +94,17 @@ class Map(nn.Module):
         a change of its source: what a curvature-normalized inference step divides by."""
         return 1.0
 
+    def lipschitz_bound(self) -> float:
+        """`lipschitz()`, recomputed only when a parameter changed (in place, as an
+        optimizer step does, or replaced): a settle per character (the language model)
+        must not rerun the power iterations, and their host sync, between updates."""
+        key = tuple((p.data_ptr(), p._version) for p in self.parameters())
+        cached = self.__dict__.get("_lipschitz_cache")
+        if cached is None or cached[0] != key:
+            cached = (key, self.lipschitz())
+            self.__dict__["_lipschitz_cache"] = cached
+        return cached[1]
+
     # -- for the generic test -------------------------------------------------------
     @classmethod
     def example(cls) -> "Map":
