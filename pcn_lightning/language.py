@@ -110,9 +110,9 @@ class CharModelBase(L.LightningModule):
         x, y = batch
         self.ensure_state(stage, x.shape[0])
         nll = 0.0
-        for t in range(x.shape[1]):
-            nll += F.cross_entropy(self.step_logits(stage, x[:, t]), y[:, t], reduction="sum").item()
-        self._bits[stage][0] += nll / math.log(2)
+        for t in range(x.shape[1]):  # summed on the device: one host sync per batch, not per character
+            nll = nll + F.cross_entropy(self.step_logits(stage, x[:, t]), y[:, t], reduction="sum")
+        self._bits[stage][0] += float(nll) / math.log(2)
         self._bits[stage][1] += y.numel()
 
     def validation_step(self, batch, batch_idx: int) -> None:
