@@ -64,7 +64,7 @@ class NetworkSpec:
         layers: discriminative only, instead of dims: a list of blocks (see the
             module docstring); conv nets, residual nets.
         precisions: fixed precision of each term (one per weight matrix plus the
-            label's term, input side first); None: all 1.
+            label's term, input side first); None: a block's own `precision`, else 1.
         amortized: generative only: learn a bottom-up guess of the latents.
         parametrization: "standard" (xavier-uniform weights, no multipliers) or
             "mupc" (N(0, 1) weights, muPC's multipliers in the predictions).
@@ -187,6 +187,24 @@ def expand_blocks(layers: Sequence[Union[str, dict]]) -> list[dict]:
     return out
 
 
+def block_precisions(spec: NetworkSpec, blocks: list[dict]) -> list[float]:
+    """One precision per block's term: the block's own `precision`, else the spec's
+    `precisions` list, else 1 (giving both is an error: one place says it)."""
+    given = [i for i, b in enumerate(blocks) if "precision" in b]
+    if not given:
+        return term_precisions(spec, len(blocks))
+    if spec.precisions is not None:
+        raise ConfigError("precisions are given twice: as the list `precisions` and as a block's `precision`; "
+                          "keep one of them")
+    out = []
+    for i, b in enumerate(blocks):
+        p = b.get("precision", 1.0)
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not math.isfinite(p) or p <= 0:
+            raise ConfigError(f"the precision of block {i} must be a positive number; got {p!r}")
+        out.append(float(p))
+    return out
+
+
 def _block_map(block: dict, in_shape: tuple, extra: dict) -> Map:
     maps, shape = [], in_shape
     names = [k for k in block if k in REGISTRY]
@@ -216,7 +234,7 @@ def _discriminative(spec: NetworkSpec, blocks: list[dict], input_shape: tuple, n
     if units is not None and units != num_classes:
         raise ConfigError(f"the last block predicts the {num_classes} classes; its units is {units}")
     scales = _mupc_scales(spec, blocks, input_shape, num_classes)
-    precisions = term_precisions(spec, n)
+    precisions = block_precisions(spec, blocks)
     maps, shapes = [], [input_shape]
     for i, block in enumerate(blocks):
         extra = {"dense": {"units": num_classes}} if i == n - 1 else {}

@@ -72,3 +72,22 @@ def test_sixteen_layer_residual_pcn_trains_through_train_py(tmp_path, monkeypatc
     ckpt = torch.load(next(tmp_path.rglob("last.ckpt")), weights_only=False)
     assert ckpt["global_step"] == 3
     assert sum(k.endswith("map.inner.weight") for k in ckpt["state_dict"]) == 15  # the residual layers
+
+
+def test_a_block_sets_its_terms_precision():
+    """`precision:` in a block is that block's term's precision (repeat copies it);
+    given twice (block and the `precisions` list) or not positive: one clear error."""
+    from pcn_lightning.errors import ConfigError
+
+    spec = residual(4, "mupc")
+    spec.layers[1] = {**spec.layers[1], "precision": 2.0}
+    spec.layers[2] = {**spec.layers[2], "precision": 0.1}
+    net = build_network(spec, [1, 28, 28], 10)
+    assert [t.precision for t in net.terms] == [1.0, 2.0, 2.0, 2.0, 0.1]
+    spec.precisions = [1.0] * 5
+    with pytest.raises(ConfigError, match="given twice"):
+        build_network(spec, [1, 28, 28], 10)
+    spec.precisions = None
+    spec.layers[2] = {**spec.layers[2], "precision": -1}
+    with pytest.raises(ConfigError, match="positive"):
+        build_network(spec, [1, 28, 28], 10)
