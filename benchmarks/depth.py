@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import statistics
 import subprocess
 import sys
@@ -49,17 +50,18 @@ def layers(depth: int) -> str:
             "{dense: {pre_activation: relu}}]")
 
 
-def run(variant: str, depth: int, epochs: int, workdir: Path, extra: list[str]) -> dict:
+def run(variant: str, depth: int, epochs: int, workdir: Path, extra: list[str], pc_extra: list[str] = ()) -> dict:
     kind, param, flags = VARIANTS[variant]
     name = f"{variant}_L{depth}"
     args = [sys.executable, str(REPO / "train.py"), "--config", str(REPO / "configs/fashion_mnist_deep.yaml"),
             "--model.layers", layers(depth), "--model.parametrization", param, "--trainer.max_epochs", str(epochs),
             "--trainer.logger.init_args.save_dir", str(workdir), "--trainer.logger.init_args.name", name,
-            "--trainer.enable_progress_bar", "false", *extra]
+            "--trainer.enable_progress_bar", "false"]
     if kind == "pcn":
         args += ["--model.T_infer", str(depth), *flags]
     else:
         args += ["--model.class_path", "pcn_lightning.BackpropTwin"]
+    args += [*extra, *(pc_extra if kind == "pcn" else [])]  # last: they override the variant's settings
     t0 = time.perf_counter()
     r = subprocess.run(args, cwd=workdir, capture_output=True, text=True, env=dict(os.environ, PYTHONWARNINGS="ignore"))
     out = {"variant": variant, "depth": depth, "epochs": epochs, "wall_s": time.perf_counter() - t0}
@@ -114,7 +116,9 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--timing", action="store_true")
     ap.add_argument("--T", type=int, default=8, help="the fixed T of the timing table")
-    ap.add_argument("--extra", nargs=argparse.REMAINDER, default=[])
+    ap.add_argument("--pc_extra", type=shlex.split, default=[],
+                    help="train.py flags for the PC runs only, one quoted string: --pc_extra='--model.T_infer 8'")
+    ap.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="train.py flags for every run (last)")
     args = ap.parse_args()
     if args.timing:
         timing(args.depths, args.T)
@@ -122,7 +126,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for depth in args.depths:
             for variant in args.variants:
-                print(json.dumps(run(variant, depth, args.epochs, Path(tmp), args.extra)), flush=True)
+                print(json.dumps(run(variant, depth, args.epochs, Path(tmp), args.extra, args.pc_extra)), flush=True)
 
 
 if __name__ == "__main__":
