@@ -84,7 +84,8 @@ def timing(steps: int = 10) -> None:
     B, L = data["batch_size"], data["seq_len"]
     rows = []
     for recurrent in (True, False):
-        common = dict(hidden=init["hidden"], window=init["window"], label_precision=init["label_precision"],
+        common = dict(hidden=init["hidden"], window=init["window"], extra_layers=init.get("extra_layers", 0),
+                      label_precision=init["label_precision"],
                       recurrent=recurrent, learning=Learning(**{**init["learning"], "lr_scheduler": None}), output_dim=65)
         pc = TemporalPCNModule(**common, carry=init["carry"], inference=Inference(**init["inference"]))
         twin = TemporalTwin(**common)

@@ -187,7 +187,11 @@ class TemporalPCNModule(CharModelBase):
         hidden: size of the recurrent latent z(t).
         window: how many past characters enter the context as one-hots.
         extra_layers: dense tanh layers between z(t) and the output.
-        label_precision: precision of the categorical output energy.
+        label_precision: precision of the categorical output energy. Small is a weak
+            clamp: the output error p - y is O(1), so at precision 1 the settled latent
+            moves far from its prediction and the readout's update (taken there) turns
+            away from backprop's gradient; at 0.05 every update points along it
+            (tests/test_language.py) and Adam makes the scale irrelevant.
         carry: "predicted" or "settled": the state carried to the next character.
         recurrent: feed z(t-1) into the context; False: the windowed model (the last
             `window` characters alone, the clamped input of a discriminative PCN).

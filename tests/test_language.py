@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from pcn_lightning import cli
-from pcn_lightning.language import TemporalPCNModule
+from pcn_lightning.language import TemporalPCNModule, TemporalTwin
+from pcn_lightning.settings import Inference
 from pcn_lightning.text import MD5, ShakespeareCharDataModule
 from tests.conftest import REPO
 
@@ -80,6 +81,37 @@ def test_a_step_learns_by_the_gradient_of_its_per_step_energies():
         m.training_step((x, y), 0)
     for p, a in zip(m.hebbian.parameters(), auto):
         assert torch.allclose(p.grad * 12, a, rtol=1e-9, atol=1e-12)
+
+
+def _update_cosines(label_precision: float) -> list[float]:
+    """Cosines between the windowed PC model's local updates and backprop's gradient
+    (no recurrence, so backprop's gradient is exact) for every parameter, one batch."""
+    torch.manual_seed(0)
+    inference = Inference(T_infer=4, eta_infer=0.5, latent_init="feedforward", step_size="normalized")
+    pc = TemporalPCNModule(hidden=16, window=3, output_dim=7, recurrent=False, label_precision=label_precision,
+                           inference=inference).double()
+    twin = TemporalTwin(hidden=16, window=3, output_dim=7, recurrent=False).double()
+    twin.load_state_dict(pc.state_dict())
+    pc.log = twin.log = lambda *a, **k: None
+    opt = pc.configure_optimizers()
+    opt.step = lambda: None  # keep the weights: compare the gradients
+    pc.optimizers = lambda: opt
+    x, y = torch.randint(0, 7, (4, 6)), torch.randint(0, 7, (4, 6))
+    pc.training_step((x, y), 0)
+    bp = torch.autograd.grad(twin.training_step((x, y), 0), list(twin.net.parameters()))
+    return [float(torch.nn.functional.cosine_similarity(p.grad.flatten(), g.flatten(), 0))
+            for p, g in zip(pc.net.parameters(), bp)]
+
+
+def test_a_weakly_clamped_label_makes_the_local_updates_backprops():
+    """Why the shipped config's label precision is small: the categorical error p - y is
+    O(1), so a label of precision 1 pulls the latent far from its prediction and the
+    readout's update (taken at the settled latent) turns away from backprop's gradient;
+    a weak clamp moves it by O(precision), and every update points along backprop's."""
+    strong, weak = _update_cosines(1.0), _update_cosines(0.01)
+    assert min(weak) > 0.999
+    assert strong[2] < 0.9  # the readout's weights
+    assert _update_cosines(0.05)[2] > _update_cosines(0.3)[2] > strong[2]
 
 
 def test_validation_never_sees_the_targets(corpus):
