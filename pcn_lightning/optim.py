@@ -39,7 +39,7 @@ def make_optimizer(net: PCNetwork, rules: Sequence, rates: Sequence[float], lear
         params = [p for g in groups for p in g["params"]]
         fused = all(p.device.type in ("cpu", "cuda") for p in params) or None
         cls = torch.optim.Adam if learning.optimizer == "adam" else torch.optim.AdamW
-        opt = cls(groups, lr=rates[0], weight_decay=learning.weight_decay, fused=fused)
+        opt = cls(groups, lr=rates[0], weight_decay=learning.weight_decay, eps=learning.adam_eps, fused=fused)
     if learning.lr_scheduler is None:
         return opt
     if learning.lr_scheduler == "cosine":

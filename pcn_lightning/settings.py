@@ -144,6 +144,11 @@ class Learning:
             a label-free settle per step where the network needs settling.
         eta_precision: learning rate of the log-precisions.
         grad_clip_norm: clip the norm of the hand-set gradients before each step.
+        adam_eps: Adam's epsilon (torch's 1e-8 by default). Adam makes a gradient's
+            scale irrelevant except against this floor, and a PCN's settled errors
+            can sit far below backprop's gradients (each unsettled layer down the
+            chain shrinks them by its step size: ~1e-5 of backprop's at the input
+            of the three-layer language model), where 1e-8 damps their updates.
     """
 
     eta_learn: Union[float, list[float]] = 0.005
@@ -161,6 +166,7 @@ class Learning:
     predictive_precision: bool = False
     eta_precision: float = 0.01
     grad_clip_norm: Optional[float] = None
+    adam_eps: float = 1e-8
 
     def __post_init__(self) -> None:
         etas = [self.eta_learn] if isinstance(self.eta_learn, (int, float)) else list(self.eta_learn)
@@ -173,6 +179,7 @@ class Learning:
         one_of("readout_learning", self.readout_learning, READOUT_LEARNING)
         positive_float("eta_amort", self.eta_amort)
         positive_float("eta_precision", self.eta_precision)
+        positive_float("adam_eps", self.adam_eps)
         one_of("precision_shape", self.precision_shape, ("scalar", "unit"))
         if isinstance(self.precision_prior, bool) or not isinstance(self.precision_prior, (int, float)) \
                 or not 0 <= self.precision_prior < math.inf:

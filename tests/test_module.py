@@ -120,3 +120,17 @@ def test_trainer_test_accuracy_equals_direct_computation(direction, init):
         total += len(y)
     assert metrics["test/acc_top1"] == pytest.approx(correct / total, abs=1e-6)
     assert metrics["test/acc_top3"] == pytest.approx(top3 / total, abs=1e-6)
+
+
+def test_adam_eps_reaches_the_optimizer_and_is_checked():
+    """`adam_eps` is Adam's epsilon (a PCN's settled errors can sit below torch's 1e-8)."""
+    from pcn_lightning.errors import ConfigError
+    from pcn_lightning.settings import Learning
+
+    m = PCNModule.from_flat(dims=[12, 8, 4], output_dim=4, optimizer="adam", adam_eps=1e-15)
+    opt = m.configure_optimizers()
+    assert all(g["eps"] == 1e-15 for g in opt.param_groups)
+    assert PCNModule.from_flat(dims=[12, 8, 4], output_dim=4, optimizer="adam").configure_optimizers() \
+        .param_groups[0]["eps"] == 1e-8
+    with pytest.raises(ConfigError, match="adam_eps must be a positive number"):
+        Learning(adam_eps=0)
