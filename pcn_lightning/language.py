@@ -262,14 +262,17 @@ class TemporalPCNModule(CharModelBase):
 class TemporalTwin(CharModelBase):
     """The same network and parameters as `TemporalPCNModule`, trained by
     backpropagation through time over each batch (the state carried across
-    batches, detached), cross-entropy loss, the same optimizer and updates."""
+    batches, detached), cross-entropy loss, the same optimizer and updates.
+    `through_time: false` detaches z(t-1) at every character: backprop with the
+    one-step credit temporal PC has (the ablation that says what BPTT is worth)."""
 
     def __init__(self, hidden: int = 256, window: int = 8, extra_layers: int = 0, label_precision: float = 1.0,
                  recurrent: bool = True, learning: Learning = Learning(eta_learn=0.002, optimizer="adam"), seed: int = 0,
-                 input_shape: Optional[list[int]] = None, output_dim: int = 65) -> None:
+                 through_time: bool = True, input_shape: Optional[list[int]] = None, output_dim: int = 65) -> None:
         learning = as_settings(learning, Learning)
         super().__init__(hidden, window, extra_layers, label_precision, learning, output_dim, recurrent)
         self.save_hyperparameters()
+        self.through_time = bool(through_time)
 
     def training_step(self, batch, batch_idx: int) -> Tensor:
         x, y = batch
@@ -285,7 +288,7 @@ class TemporalTwin(CharModelBase):
             xs = [None] * len(self.net.nodes)
             xs[self.net.data] = ctx
             self.net.sweep(xs, self.net.terms, self.net.sweep_order[:-1])
-            z = xs[self.recurrent]
+            z = xs[self.recurrent] if self.through_time else xs[self.recurrent].detach()
             readout = self.net.terms[-1]
             loss = loss + F.cross_entropy(readout.map.predict(xs[readout.source])[0], y[:, t], reduction="sum")
         self._state["train"] = (z.detach(), win)

@@ -114,6 +114,31 @@ def test_a_weakly_clamped_label_makes_the_local_updates_backprops():
     assert _update_cosines(0.05)[2] > _update_cosines(0.3)[2] > strong[2]
 
 
+def test_temporal_pc_is_backprop_with_one_step_credit():
+    """Weakly clamped, temporal PC's updates are the gradient of backprop with z(t-1)
+    detached at every character (the twin's `through_time: false`), not BPTT's: the
+    recurrent layer's update turns away from BPTT's, the readout's does not."""
+    def cosines(through_time):
+        torch.manual_seed(0)
+        inference = Inference(T_infer=4, eta_infer=0.5, latent_init="feedforward", step_size="normalized")
+        pc = TemporalPCNModule(hidden=16, window=3, output_dim=7, label_precision=0.01, inference=inference).double()
+        twin = TemporalTwin(hidden=16, window=3, output_dim=7, through_time=through_time).double()
+        twin.load_state_dict(pc.state_dict())
+        pc.log = twin.log = lambda *a, **k: None
+        opt = pc.configure_optimizers()
+        opt.step = lambda: None
+        pc.optimizers = lambda: opt
+        x, y = torch.randint(0, 7, (4, 12)), torch.randint(0, 7, (4, 12))
+        pc.training_step((x, y), 0)
+        bp = torch.autograd.grad(twin.training_step((x, y), 0), list(twin.net.parameters()))
+        return [float(torch.nn.functional.cosine_similarity(p.grad.flatten(), g.flatten(), 0))
+                for p, g in zip(pc.net.parameters(), bp)]
+
+    one_step, bptt = cosines(False), cosines(True)
+    assert min(one_step) > 0.999
+    assert bptt[0] < 0.9 and bptt[2] > 0.999  # the recurrent layer's weights; the readout's
+
+
 def test_validation_never_sees_the_targets(corpus):
     """The next character is predicted from the past only: shuffled targets, same predictions."""
     torch.manual_seed(0)
