@@ -83,20 +83,21 @@ def test_a_step_learns_by_the_gradient_of_its_per_step_energies():
         assert torch.allclose(p.grad * 12, a, rtol=1e-9, atol=1e-12)
 
 
-def _update_cosines(label_precision: float) -> list[float]:
-    """Cosines between the windowed PC model's local updates and backprop's gradient
-    (no recurrence, so backprop's gradient is exact) for every parameter, one batch."""
+def _update_cosines(label_precision: float, recurrent: bool = False, through_time: bool = True) -> list[float]:
+    """Cosines, one per parameter, between the PC model's local updates on one batch
+    and its twin's backprop gradient (windowed by default: no recurrence, so
+    backprop's gradient is exact)."""
     torch.manual_seed(0)
     inference = Inference(T_infer=4, eta_infer=0.5, latent_init="feedforward", step_size="normalized")
-    pc = TemporalPCNModule(hidden=16, window=3, output_dim=7, recurrent=False, label_precision=label_precision,
+    pc = TemporalPCNModule(hidden=16, window=3, output_dim=7, recurrent=recurrent, label_precision=label_precision,
                            inference=inference).double()
-    twin = TemporalTwin(hidden=16, window=3, output_dim=7, recurrent=False).double()
+    twin = TemporalTwin(hidden=16, window=3, output_dim=7, recurrent=recurrent, through_time=through_time).double()
     twin.load_state_dict(pc.state_dict())
     pc.log = twin.log = lambda *a, **k: None
     opt = pc.configure_optimizers()
     opt.step = lambda: None  # keep the weights: compare the gradients
     pc.optimizers = lambda: opt
-    x, y = torch.randint(0, 7, (4, 6)), torch.randint(0, 7, (4, 6))
+    x, y = torch.randint(0, 7, (4, 12)), torch.randint(0, 7, (4, 12))
     pc.training_step((x, y), 0)
     bp = torch.autograd.grad(twin.training_step((x, y), 0), list(twin.net.parameters()))
     return [float(torch.nn.functional.cosine_similarity(p.grad.flatten(), g.flatten(), 0))
@@ -118,23 +119,8 @@ def test_temporal_pc_is_backprop_with_one_step_credit():
     """Weakly clamped, temporal PC's updates are the gradient of backprop with z(t-1)
     detached at every character (the twin's `through_time: false`), not BPTT's: the
     recurrent layer's update turns away from BPTT's, the readout's does not."""
-    def cosines(through_time):
-        torch.manual_seed(0)
-        inference = Inference(T_infer=4, eta_infer=0.5, latent_init="feedforward", step_size="normalized")
-        pc = TemporalPCNModule(hidden=16, window=3, output_dim=7, label_precision=0.01, inference=inference).double()
-        twin = TemporalTwin(hidden=16, window=3, output_dim=7, through_time=through_time).double()
-        twin.load_state_dict(pc.state_dict())
-        pc.log = twin.log = lambda *a, **k: None
-        opt = pc.configure_optimizers()
-        opt.step = lambda: None
-        pc.optimizers = lambda: opt
-        x, y = torch.randint(0, 7, (4, 12)), torch.randint(0, 7, (4, 12))
-        pc.training_step((x, y), 0)
-        bp = torch.autograd.grad(twin.training_step((x, y), 0), list(twin.net.parameters()))
-        return [float(torch.nn.functional.cosine_similarity(p.grad.flatten(), g.flatten(), 0))
-                for p, g in zip(pc.net.parameters(), bp)]
-
-    one_step, bptt = cosines(False), cosines(True)
+    one_step = _update_cosines(0.01, recurrent=True, through_time=False)
+    bptt = _update_cosines(0.01, recurrent=True, through_time=True)
     assert min(one_step) > 0.999
     assert bptt[0] < 0.9 and bptt[2] > 0.999  # the recurrent layer's weights; the readout's
 
