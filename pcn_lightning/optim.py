@@ -40,6 +40,10 @@ def make_optimizer(net: PCNetwork, rules: Sequence, rates: Sequence[float], lear
         fused = all(p.device.type in ("cpu", "cuda") for p in params) or None
         cls = torch.optim.Adam if learning.optimizer == "adam" else torch.optim.AdamW
         opt = cls(groups, lr=rates[0], weight_decay=learning.weight_decay, eps=learning.adam_eps, fused=fused)
+    # the cached Lipschitz bounds of normalized steps must follow the weights; fused Adam's
+    # in-place update leaves the tensors' version counters alone, so say it after every step
+    maps = [t.map for t in net.terms] + [t.map for t in net.amortizer]
+    opt.register_step_post_hook(lambda *_: [m.forget_lipschitz() for m in maps])
     if learning.lr_scheduler is None:
         return opt
     if learning.lr_scheduler == "cosine":

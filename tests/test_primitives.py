@@ -157,3 +157,24 @@ def test_lipschitz_bound_is_cached_until_a_parameter_changes():
     assert abs(m.lipschitz_bound() / first - 2.0) < 1e-4 and len(calls) == 2
     m.load_state_dict({"weight": torch.zeros(4, 6)})
     assert m.lipschitz_bound() < 1e-6 and len(calls) == 3
+
+
+def test_lipschitz_bound_follows_the_optimizer_step():
+    """Fused Adam (the default on CPU and CUDA) updates the weights in place without
+    bumping their version counters: the optimizer's step hook drops the cached bounds,
+    so normalized steps use the bound of the current weights (they used the first
+    step's for the whole run before)."""
+    from pcn_lightning.language import TemporalPCNModule
+
+    torch.manual_seed(0)
+    m = TemporalPCNModule(hidden=8, window=2, output_dim=5)
+    opt = m.configure_optimizers()
+    assert opt.defaults.get("fused")
+    maps = [t.map for t in m.net.terms]
+    before = [mp.lipschitz_bound() for mp in maps]
+    for p in m.net.parameters():
+        p.grad = torch.ones_like(p)
+    for _ in range(3):
+        opt.step()
+    after = [mp.lipschitz_bound() for mp in maps]
+    assert after == [mp.lipschitz() for mp in maps] and all(a != b for a, b in zip(after, before))

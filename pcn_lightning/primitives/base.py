@@ -95,15 +95,22 @@ class Map(nn.Module):
         return 1.0
 
     def lipschitz_bound(self) -> float:
-        """`lipschitz()`, recomputed only when a parameter changed (in place, as an
-        optimizer step does, or replaced): a settle per character (the language model)
-        must not rerun the power iterations, and their host sync, between updates."""
+        """`lipschitz()`, recomputed only when a parameter changed: a settle per
+        character (the language model) must not rerun the power iterations, and their
+        host sync, between updates. A change is seen by the tensor's version counter
+        (in-place edits, load_state_dict) or storage (replaced), and by
+        `forget_lipschitz()`, which the optimizers of `optim.make_optimizer` call after
+        every step: fused Adam updates the weights without bumping their versions."""
         key = tuple((p.data_ptr(), p._version) for p in self.parameters())
         cached = self.__dict__.get("_lipschitz_cache")
         if cached is None or cached[0] != key:
             cached = (key, self.lipschitz())
             self.__dict__["_lipschitz_cache"] = cached
         return cached[1]
+
+    def forget_lipschitz(self) -> None:
+        """Drop the cached bound (the parameters changed behind the version counters)."""
+        self.__dict__.pop("_lipschitz_cache", None)
 
     # -- for the generic test -------------------------------------------------------
     @classmethod
