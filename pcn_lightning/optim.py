@@ -39,7 +39,8 @@ def make_optimizer(net: PCNetwork, rules: Sequence, rates: Sequence[float], lear
         params = [p for g in groups for p in g["params"]]
         fused = all(p.device.type in ("cpu", "cuda") for p in params) or None
         cls = torch.optim.Adam if learning.optimizer == "adam" else torch.optim.AdamW
-        opt = cls(groups, lr=rates[0], weight_decay=learning.weight_decay, eps=learning.adam_eps, fused=fused)
+        opt = cls(groups, lr=rates[0], weight_decay=learning.weight_decay, eps=learning.adam_eps, betas=learning.adam_betas,
+                  fused=fused)
     # the cached Lipschitz bounds of normalized steps must follow the weights; fused Adam's
     # in-place update leaves the tensors' version counters alone, so say it after every step
     maps = [t.map for t in net.terms] + [t.map for t in net.amortizer]

@@ -149,6 +149,11 @@ class Learning:
             can sit far below backprop's gradients (each unsettled layer down the
             chain shrinks them by its step size: ~1e-5 of backprop's at the input
             of the three-layer language model), where 1e-8 damps their updates.
+        adam_betas: Adam's (beta1, beta2), torch's (0.9, 0.999) by default. A PCN's
+            error scale drifts as the weights grow (curvature-normalized steps shrink
+            with them), and beta2 0.999 remembers ~1000 steps of larger gradients: the
+            updates of the lower layers then fall to a fraction of the learning rate;
+            0.99 follows the drift within ~100 steps.
     """
 
     eta_learn: Union[float, list[float]] = 0.005
@@ -167,6 +172,7 @@ class Learning:
     eta_precision: float = 0.01
     grad_clip_norm: Optional[float] = None
     adam_eps: float = 1e-8
+    adam_betas: tuple[float, float] = (0.9, 0.999)
 
     def __post_init__(self) -> None:
         etas = [self.eta_learn] if isinstance(self.eta_learn, (int, float)) else list(self.eta_learn)
@@ -180,6 +186,11 @@ class Learning:
         positive_float("eta_amort", self.eta_amort)
         positive_float("eta_precision", self.eta_precision)
         positive_float("adam_eps", self.adam_eps)
+        betas = tuple(self.adam_betas) if isinstance(self.adam_betas, (list, tuple)) else ()
+        if len(betas) != 2 or not all(isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1
+                                      for b in betas):
+            raise ConfigError(f"adam_betas must be two numbers in [0, 1), e.g. [0.9, 0.99]; got {self.adam_betas!r}")
+        self.adam_betas = (float(betas[0]), float(betas[1]))
         one_of("precision_shape", self.precision_shape, ("scalar", "unit"))
         if isinstance(self.precision_prior, bool) or not isinstance(self.precision_prior, (int, float)) \
                 or not 0 <= self.precision_prior < math.inf:

@@ -122,15 +122,19 @@ def test_trainer_test_accuracy_equals_direct_computation(direction, init):
     assert metrics["test/acc_top3"] == pytest.approx(top3 / total, abs=1e-6)
 
 
-def test_adam_eps_reaches_the_optimizer_and_is_checked():
-    """`adam_eps` is Adam's epsilon (a PCN's settled errors can sit below torch's 1e-8)."""
+def test_adam_eps_and_betas_reach_the_optimizer_and_are_checked():
+    """`adam_eps` and `adam_betas` are Adam's (a PCN's settled errors can sit below
+    torch's 1e-8, and their scale drifts faster than beta2 0.999 follows)."""
     from pcn_lightning.errors import ConfigError
     from pcn_lightning.settings import Learning
 
-    m = PCNModule.from_flat(dims=[12, 8, 4], output_dim=4, optimizer="adam", adam_eps=1e-15)
+    m = PCNModule.from_flat(dims=[12, 8, 4], output_dim=4, optimizer="adam", adam_eps=1e-15, adam_betas=[0.9, 0.99])
     opt = m.configure_optimizers()
-    assert all(g["eps"] == 1e-15 for g in opt.param_groups)
-    assert PCNModule.from_flat(dims=[12, 8, 4], output_dim=4, optimizer="adam").configure_optimizers() \
-        .param_groups[0]["eps"] == 1e-8
+    assert all(g["eps"] == 1e-15 and g["betas"] == (0.9, 0.99) for g in opt.param_groups)
+    default = PCNModule.from_flat(dims=[12, 8, 4], output_dim=4, optimizer="adam").configure_optimizers().param_groups[0]
+    assert default["eps"] == 1e-8 and default["betas"] == (0.9, 0.999)
     with pytest.raises(ConfigError, match="adam_eps must be a positive number"):
         Learning(adam_eps=0)
+    for bad in ([0.9], [0.9, 1.0], "0.9"):
+        with pytest.raises(ConfigError, match="adam_betas must be two numbers"):
+            Learning(adam_betas=bad)
