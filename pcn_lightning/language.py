@@ -191,7 +191,8 @@ class TemporalPCNModule(CharModelBase):
             clamp: the output error p - y is O(1), so at precision 1 the settled latent
             moves far from its prediction and the readout's update (taken there) turns
             away from backprop's gradient; at 0.05 every update points along it
-            (tests/test_language.py) and Adam makes the scale irrelevant.
+            (tests/test_language.py); Adam rescales the updates (mind its floor and
+            memory: `learning.adam_eps`, `learning.adam_betas`).
         carry: "predicted" or "settled": the state carried to the next character.
         recurrent: feed z(t-1) into the context; False: the windowed model (the last
             `window` characters alone, the clamped input of a discriminative PCN).
