@@ -147,13 +147,14 @@ class Learning:
         adam_eps: Adam's epsilon (torch's 1e-8 by default). Adam makes a gradient's
             scale irrelevant except against this floor, and a PCN's settled errors
             can sit far below backprop's gradients (each unsettled layer down the
-            chain shrinks them by its step size: ~1e-5 of backprop's at the input
+            chain shrinks them by its step size: ~1e-6 of backprop's at the input
             of the three-layer language model), where 1e-8 damps their updates.
         adam_betas: Adam's (beta1, beta2), torch's (0.9, 0.999) by default. A PCN's
             error scale drifts as the weights grow (curvature-normalized steps shrink
-            with them), and beta2 0.999 remembers ~1000 steps of larger gradients: the
-            updates of the lower layers then fall to a fraction of the learning rate;
-            0.99 follows the drift within ~100 steps.
+            with them), and Adam's running RMS lags it by ~1 / (1 - beta2) steps: the
+            updates of the lower layers then fall to a fraction of the learning rate
+            (fast drift early in training; the language model uses 0.9,
+            benchmarks/LANGUAGE.md and benchmarks/language_scale.py).
     """
 
     eta_learn: Union[float, list[float]] = 0.005
