@@ -1,9 +1,12 @@
-"""Data: CIFAR-10, CIFAR-100 and Fashion-MNIST as flat vectors, online and offline.
+"""Data: CIFAR-10, CIFAR-100, Fashion-MNIST and any image folder, as flat vectors.
 
 The readers parse the datasets' real on-disk formats themselves (CIFAR's pickled
-batches, MNIST-style idx files, gzipped or not), so no integrity check stands in
-the way of the Debian package or of small fixtures in the same format. torchvision
-is used only to download CIFAR on a machine that has a network.
+batches, read by an unpickler that admits only what a batch holds; MNIST-style idx
+files, gzipped or not; folders of PNG/JPEG images, see `image_folder`), so no
+integrity check stands in the way of the Debian package or of small fixtures in
+the same format. torchvision is used only to download CIFAR on a machine that has
+a network. CIFAR given as an image folder (train/<class>/*.png, test/<class>/*.png)
+is checked against the official class names, whose sorted order is the label order.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 from pcn_lightning.errors import ConfigError, DataNotFoundError
+from pcn_lightning.image_folder import ImageFolderData, is_image_folder, load_image_folder
 
 # Where Debian's `dataset-fashion-mnist` package puts the idx files.
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -39,27 +43,71 @@ FMNIST_FILES = {
 }
 
 
+IMAGE_FOLDER = "image_folder"  # any folder of train/<class>/ and test/<class>/ images
+
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+CIFAR100_CLASSES = (
+    "apple aquarium_fish baby bear beaver bed bee beetle bicycle bottle bowl boy bridge bus butterfly camel "
+    "can castle caterpillar cattle chair chimpanzee clock cloud cockroach couch crab crocodile cup dinosaur "
+    "dolphin elephant flatfish forest fox girl hamster house kangaroo keyboard lamp lawn_mower leopard lion "
+    "lizard lobster man maple_tree motorcycle mountain mouse mushroom oak_tree orange orchid otter palm_tree "
+    "pear pickup_truck pine_tree plain plate poppy porcupine possum rabbit raccoon ray road rocket rose sea "
+    "seal shark shrew skunk skyscraper snail snake spider squirrel streetcar sunflower sweet_pepper table "
+    "tank telephone television tiger tractor train trout tulip turtle wardrobe whale willow_tree wolf woman worm"
+).split()
+OFFICIAL_CLASSES = {"cifar10": CIFAR10_CLASSES, "cifar100": CIFAR100_CLASSES}
+
+
 def check_dataset(name: str) -> str:
-    if name not in DATASETS:
-        raise ConfigError(f"unknown dataset {name!r}; choose one of {sorted(DATASETS)} (--data.dataset)")
+    if name not in DATASETS and name != IMAGE_FOLDER:
+        raise ConfigError(f"unknown dataset {name!r}; choose one of {sorted(DATASETS) + [IMAGE_FOLDER]} (--data.dataset)")
     return name
 
 
-def input_dim_of(name: str) -> int:
+def uses_image_folder(name: str, data_dir) -> bool:
+    """`image_folder`, or CIFAR whose --data.data_dir holds train/ and test/ class folders."""
+    if check_dataset(name) == IMAGE_FOLDER:
+        if data_dir is None:
+            raise ConfigError("dataset image_folder needs --data.data_dir DIR (a folder holding train/<class>/ and test/<class>/)")
+        return True
+    return name in OFFICIAL_CLASSES and data_dir is not None and is_image_folder(Path(data_dir))
+
+
+def image_folder_of(name: str, data_dir) -> ImageFolderData:
+    """The decoded image folder; for CIFAR, checked to hold the official classes in their order."""
+    data = load_image_folder(Path(data_dir))
+    official = OFFICIAL_CLASSES.get(name)
+    if official is not None and data.classes != official:
+        missing = [c for c in official if c not in data.classes][:5]
+        extra = [c for c in data.classes if c not in official][:5]
+        raise ConfigError(
+            f"--data.data_dir {data_dir} does not hold {name}'s classes (missing: {missing or 'none'}; "
+            f"not {name}'s: {extra or 'none'}); use --data.dataset image_folder for another dataset"
+        )
+    if official is not None and data.shape != [3, 32, 32]:
+        raise ConfigError(f"--data.data_dir {data_dir}: {name} images are 3 x 32 x 32, these are {data.shape}")
+    return data
+
+
+def input_dim_of(name: str, data_dir=None) -> int:
     """Input size of a dataset (used to link data to the model in the CLI)."""
-    return DATASETS[check_dataset(name)][0]
+    return int(np.prod(input_shape_of(name, data_dir)))
 
 
-def input_shape_of(name: str) -> list[int]:
+def input_shape_of(name: str, data_dir=None) -> list[int]:
     """Shape of one sample (channels, height, width), linked from the data to the model."""
-    dim, _, _, _, channels = DATASETS[check_dataset(name)]
+    if check_dataset(name) == IMAGE_FOLDER and uses_image_folder(name, data_dir):  # (raises without data_dir)
+        return image_folder_of(name, data_dir).shape
+    dim, _, _, _, channels = DATASETS[name]
     side = int(round((dim // channels) ** 0.5))
     return [channels, side, side]
 
 
-def num_classes_of(name: str) -> int:
+def num_classes_of(name: str, data_dir=None) -> int:
     """Number of classes of a dataset (used to link data to the model in the CLI)."""
-    return DATASETS[check_dataset(name)][1]
+    if check_dataset(name) == IMAGE_FOLDER and uses_image_folder(name, data_dir):  # (raises without data_dir)
+        return len(image_folder_of(name, data_dir).classes)
+    return DATASETS[name][1]
 
 
 # ------------------------------------------------------------------- readers
@@ -157,6 +205,29 @@ def cifar_present(root: Path, name: str) -> bool:
     return all((root / folder / f).is_file() for f in train_files + test_files)
 
 
+class CifarBatchUnpickler(pickle.Unpickler):
+    """Unpickles what a CIFAR batch holds (dicts, lists, bytes, strings, numbers and NumPy
+    arrays) and nothing else: a pickle that names any other callable (how a poisoned file
+    runs code) is refused before it is called."""
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"), ("numpy", "dtype"),
+        ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+    }
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refused {module}.{name}: a CIFAR batch holds only data, never code")
+
+
+def read_cifar_batch(path: Path) -> dict:
+    """One pickled CIFAR batch, read with `CifarBatchUnpickler` (a file that asks for code is refused)."""
+    with open(path, "rb") as fh:
+        return CifarBatchUnpickler(fh, encoding="bytes").load()
+
+
 def load_cifar(root: Path, name: str, split: str) -> tuple[np.ndarray, np.ndarray]:
     """Read CIFAR's pickled batches: images (N, 3, 32, 32) uint8 and labels (N,)."""
     folder, train_files, test_files, label_key = CIFAR_LAYOUT[name]
@@ -164,8 +235,7 @@ def load_cifar(root: Path, name: str, split: str) -> tuple[np.ndarray, np.ndarra
     for f in train_files if split == "train" else test_files:
         path = root / folder / f
         try:
-            with open(path, "rb") as fh:
-                entry = pickle.load(fh, encoding="bytes")
+            entry = read_cifar_batch(path)
             data = np.asarray(entry[b"data"], dtype=np.uint8)
             lab = np.asarray(entry[label_key], dtype=np.int64)
         except Exception as exc:  # truncated pickle, wrong file, missing keys
@@ -262,13 +332,16 @@ class GlobalBatchSampler(DistributedSampler):
 
 # ---------------------------------------------------------------- datamodule
 class PCNDataModule(L.LightningDataModule):
-    """CIFAR-10, CIFAR-100 or Fashion-MNIST, flattened, held in memory.
+    """CIFAR-10, CIFAR-100, Fashion-MNIST or an image folder, flattened, held in memory.
 
     Args:
-        dataset: cifar10, cifar100 or fashion_mnist.
+        dataset: cifar10, cifar100, fashion_mnist or image_folder.
         data_dir: where the data lives: the folder used, never silently replaced
             (CIFAR is downloaded there). Unset: Fashion-MNIST from Debian's
-            /usr/share/datasets/fashion-mnist, CIFAR in data/.
+            /usr/share/datasets/fashion-mnist, CIFAR in data/. A folder holding
+            train/<class>/ and test/<class>/ images (PNG, JPEG) is read as an image
+            folder: for image_folder (shape, classes and normalization statistics
+            from the data), and for cifar10/cifar100 (their official classes checked).
         batch_size: per-device batch size (the effective batch under DDP is this
             times the number of devices).
         eval_batch_size: batch size for validation and test (default batch_size).
@@ -317,15 +390,26 @@ class PCNDataModule(L.LightningDataModule):
             raise ConfigError(f"val_size as a fraction must lie in (0, 1); got {val_size}")
         if isinstance(val_size, int) and val_size < 0:
             raise ConfigError(f"val_size must be >= 0; got {val_size}")
-        if classes is not None and (not classes or any(not 0 <= c < DATASETS[dataset][1] for c in classes)):
-            raise ConfigError(f"classes must be a non-empty list of labels in 0..{DATASETS[dataset][1] - 1}; got {classes}")
         self.dataset = dataset
         self.user_data_dir = data_dir
         self.data_dir = Path(data_dir) if data_dir is not None else Path("data")
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
-        self.input_dim, self.num_classes, self.mean, self.std, _ = DATASETS[dataset]
-        self.image_shape = tuple(input_shape_of(dataset))
+        self.folder: Optional[ImageFolderData] = None
+        if uses_image_folder(dataset, data_dir):
+            self.folder = image_folder_of(dataset, data_dir)
+            self.num_classes = len(self.folder.classes)
+            self.image_shape = tuple(self.folder.shape)
+            self.input_dim = int(np.prod(self.image_shape))
+            if dataset in DATASETS:  # CIFAR's published statistics (equal to the PNG copies')
+                self.mean, self.std = DATASETS[dataset][2:4]
+            else:
+                self.mean, self.std = self.folder.mean_std()
+        else:
+            self.input_dim, self.num_classes, self.mean, self.std, _ = DATASETS[dataset]
+            self.image_shape = tuple(input_shape_of(dataset))
+        if classes is not None and (not classes or any(not 0 <= c < self.num_classes for c in classes)):
+            raise ConfigError(f"classes must be a non-empty list of labels in 0..{self.num_classes - 1}; got {classes}")
         self.train_set = self.val_set = self.test_set = None
         self.sampler: Optional[GlobalBatchSampler] = None
         self._resume_batch = 0
@@ -333,6 +417,8 @@ class PCNDataModule(L.LightningDataModule):
     # --------------------------------------------------------------- locate
     def locate(self) -> None:
         """Raise one clear error when the data is not on disk and cannot be fetched."""
+        if self.folder is not None:
+            return
         if self.dataset == "fashion_mnist":
             find_fashion_mnist(self.user_data_dir)
         elif not cifar_present(self.data_dir, self.dataset) and not self.hparams.download:
@@ -349,7 +435,7 @@ class PCNDataModule(L.LightningDataModule):
         test split when `test`) when it is on disk; Lightning's later `setup` reuses them.
         """
         self.locate()
-        if self.dataset != "fashion_mnist" and not cifar_present(self.data_dir, self.dataset):
+        if self.folder is None and self.dataset != "fashion_mnist" and not cifar_present(self.data_dir, self.dataset):
             return  # prepare_data will download it
         self.setup("fit")
         if test:
@@ -357,7 +443,7 @@ class PCNDataModule(L.LightningDataModule):
         GlobalBatchSampler(len(self.train_set), self.batch_size, world_size=world_size)
 
     def prepare_data(self) -> None:
-        if self.dataset == "fashion_mnist" or cifar_present(self.data_dir, self.dataset):
+        if self.folder is not None or self.dataset == "fashion_mnist" or cifar_present(self.data_dir, self.dataset):
             return self.locate()
         self.locate()
         import torchvision
@@ -374,7 +460,10 @@ class PCNDataModule(L.LightningDataModule):
             ) from None
 
     def _load(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.dataset == "fashion_mnist":
+        if self.folder is not None:
+            images = getattr(self.folder, f"{split}_images")
+            labels = getattr(self.folder, f"{split}_labels")
+        elif self.dataset == "fashion_mnist":
             images, labels = load_fashion_mnist(find_fashion_mnist(self.user_data_dir), split)
         else:
             images, labels = load_cifar(self.data_dir, self.dataset, split)
@@ -382,7 +471,7 @@ class PCNDataModule(L.LightningDataModule):
         y = torch.from_numpy(labels)
         if x.shape[1] != self.input_dim:
             raise ConfigError(f"{self.dataset} {split} images have {x.shape[1]} values, expected {self.input_dim}")
-        if not torch.isfinite(x).all():
+        if self.folder is None and not torch.isfinite(x).all():
             raise ConfigError(f"the {self.dataset} {split} data contains NaN or inf values; check the files in {self.data_dir}")
         if y.min() < 0 or y.max() >= self.num_classes:
             raise ConfigError(f"{self.dataset} {split} labels lie outside 0..{self.num_classes - 1}")
