@@ -33,12 +33,12 @@ from pcn_lightning.settings import flat_aliases
 
 def linked_input_shape(dataset: str, data_dir) -> list[int]:
     """One sample's shape: an image's (C, H, W), or a character's one-hot over the vocabulary."""
-    return [vocab_size_of(data_dir)] if dataset == "shakespeare_char" else input_shape_of(dataset)
+    return [vocab_size_of(data_dir)] if dataset == "shakespeare_char" else input_shape_of(dataset, data_dir)
 
 
 def linked_output_dim(dataset: str, data_dir) -> int:
     """The classes to predict: the dataset's, or the corpus's characters."""
-    return vocab_size_of(data_dir) if dataset == "shakespeare_char" else num_classes_of(dataset)
+    return vocab_size_of(data_dir) if dataset == "shakespeare_char" else num_classes_of(dataset, data_dir)
 
 
 class PCNCLI(LightningCLI):
