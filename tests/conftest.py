@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -65,6 +66,21 @@ def make_cifar(root: Path, name: str, n_per_file: int = 20, seed: int = 0) -> Pa
     meta = folder / ("batches.meta" if name == "cifar10" else "meta")
     with open(meta, "wb") as fh:
         pickle.dump({b"label_names": [b"c%d" % i for i in range(classes)]}, fh)
+    return root
+
+
+def write_image_folder(root, classes=("b_cat", "a_dog", "c_eel"), n=(3, 2), size=(6, 5), mode="RGB", ext="png", seed=0):
+    """An image folder (train/<class>/, test/<class>/): n[0] train and n[1] test images
+    per class, `size` (width, height); class k's pixels sit near 40 k + noise."""
+    rng = np.random.default_rng(seed)
+    for split, count in zip(("train", "test"), n):
+        for k, cls in enumerate(sorted(classes)):
+            d = root / split / cls
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range(count):
+                channels = {"RGB": 3, "L": 1, "RGBA": 4}[mode]
+                arr = np.clip(40 * k + rng.integers(0, 30, (size[1], size[0], channels)), 0, 255).astype(np.uint8)
+                Image.fromarray(arr[:, :, 0] if channels == 1 else arr, mode).save(d / f"{i}.{ext}")
     return root
 
 

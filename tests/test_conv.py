@@ -3,6 +3,7 @@
 fixtures), the prepared GPU script runs its path on the CPU, and a conv network's
 label-free evaluation is the feedforward sweep."""
 
+import os
 import subprocess
 import sys
 
@@ -10,7 +11,7 @@ import pytest
 import torch
 
 from pcn_lightning import PCNModule, cli
-from tests.conftest import REPO, make_cifar
+from tests.conftest import REPO, make_cifar, write_image_folder
 from tests.test_cli import run_train
 
 TINY = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1",
@@ -46,11 +47,16 @@ def test_main_configs_are_the_vgg5_recipe():
 
 
 def test_gpu_script_runs_its_path_on_the_cpu(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "benchmarks.gpu_cifar", "--synthetic", "--device", "cpu", "--epochs", "1",
-                        "--max_batches", "1", "--batch", "4", "--pc_extra=--model.T_infer 1"],
-                       cwd=REPO, capture_output=True, text=True, timeout=600)
+    """The prepared GPU run, on the CPU: CIFAR-100 from an image folder (the PNG copies' layout)."""
+    from pcn_lightning.data import CIFAR100_CLASSES
+    root = write_image_folder(tmp_path / "cifar100", classes=CIFAR100_CLASSES, n=(1, 1), size=(32, 32))
+    r = subprocess.run([sys.executable, "-m", "benchmarks.gpu_cifar", "--dataset", "cifar100", "--data_dir", str(root),
+                        "--device", "cpu", "--epochs", "1", "--max_batches", "1", "--batch", "4",
+                        "--pc_extra=--model.T_infer 1"],
+                       cwd=REPO, capture_output=True, text=True, timeout=600, env={**os.environ, "HOME": str(tmp_path)})
     assert r.returncode == 0, r.stderr[-3000:]
     assert "PC / BP epoch time" in r.stdout and "| PCN |" in r.stdout and "| backprop twin |" in r.stdout
+    assert "cifar100" in r.stdout
 
 
 def test_label_free_conv_prediction_is_the_feedforward_sweep():

@@ -14,21 +14,7 @@ from pcn_lightning import cli
 from pcn_lightning import image_folder as imf
 from pcn_lightning.data import CIFAR10_CLASSES, PCNDataModule, read_cifar_batch
 from pcn_lightning.errors import ConfigError
-from tests.conftest import REPO
-
-
-def write_folder(root, classes=("b_cat", "a_dog", "c_eel"), n=(3, 2), size=(6, 5), mode="RGB", ext="png", seed=0):
-    """n[0] train and n[1] test images per class; class k's pixels sit near 40 k + noise."""
-    rng = np.random.default_rng(seed)
-    for split, count in zip(("train", "test"), n):
-        for k, cls in enumerate(sorted(classes)):
-            d = root / split / cls
-            d.mkdir(parents=True, exist_ok=True)
-            for i in range(count):
-                channels = {"RGB": 3, "L": 1, "RGBA": 4}[mode]
-                arr = np.clip(40 * k + rng.integers(0, 30, (size[1], size[0], channels)), 0, 255).astype(np.uint8)
-                Image.fromarray(arr[:, :, 0] if channels == 1 else arr, mode).save(d / f"{i}.{ext}")
-    return root
+from tests.conftest import REPO, write_image_folder
 
 
 @pytest.fixture(autouse=True)
@@ -38,7 +24,7 @@ def fresh_memo(monkeypatch, tmp_path):
 
 
 def test_labels_follow_sorted_class_folders_and_shapes(tmp_path):
-    data = imf.load_image_folder(write_folder(tmp_path / "d"))
+    data = imf.load_image_folder(write_image_folder(tmp_path / "d"))
     assert data.classes == ["a_dog", "b_cat", "c_eel"]
     assert data.train_images.shape == (9, 3, 5, 6) and data.train_images.dtype == np.uint8
     assert data.test_images.shape == (6, 3, 5, 6)
@@ -53,7 +39,7 @@ def test_labels_follow_sorted_class_folders_and_shapes(tmp_path):
 
 
 def test_cache_is_reused_and_invalidated_when_the_folder_changes(tmp_path, monkeypatch):
-    root = write_folder(tmp_path / "d")
+    root = write_image_folder(tmp_path / "d")
     first = imf.load_image_folder(root)
     assert list((root / ".pcn_cache").glob("*.npz"))
     calls = []
@@ -72,7 +58,7 @@ def test_cache_is_reused_and_invalidated_when_the_folder_changes(tmp_path, monke
 
 
 def test_read_only_folder_caches_in_home(tmp_path, monkeypatch):
-    root = write_folder(tmp_path / "d")
+    root = write_image_folder(tmp_path / "d")
     real_mkdir = imf.Path.mkdir
 
     def refuse(self, *a, **k):
@@ -86,8 +72,8 @@ def test_read_only_folder_caches_in_home(tmp_path, monkeypatch):
 
 
 def test_grayscale_and_rgba_are_converted_and_said_once(tmp_path, capsys):
-    root = write_folder(tmp_path / "d")
-    write_folder(tmp_path / "gray", mode="L")
+    root = write_image_folder(tmp_path / "d")
+    write_image_folder(tmp_path / "gray", mode="L")
     Image.fromarray(np.full((5, 6), 200, np.uint8), "L").save(root / "train" / "a_dog" / "9.png")
     Image.fromarray(np.full((5, 6, 4), 100, np.uint8), "RGBA").save(root / "test" / "b_cat" / "9.png")
     data = imf.load_image_folder(root)
@@ -100,13 +86,13 @@ def test_grayscale_and_rgba_are_converted_and_said_once(tmp_path, capsys):
 
 
 def test_jpeg_is_read(tmp_path):
-    data = imf.load_image_folder(write_folder(tmp_path / "d", ext="jpg"))
+    data = imf.load_image_folder(write_image_folder(tmp_path / "d", ext="jpg"))
     assert data.train_images.shape == (9, 3, 5, 6)
 
 
 def test_image_folder_trains_through_train_py(tmp_path, monkeypatch, capsys):
     """dataset image_folder: shape, classes and normalization from the data; a few batches, then test."""
-    root = write_folder(tmp_path / "d", n=(40, 6), size=(8, 8))
+    root = write_image_folder(tmp_path / "d", n=(40, 6), size=(8, 8))
     monkeypatch.chdir(tmp_path)
     rc = cli.main(["--config", str(REPO / "configs/smoke.yaml"), "--data.dataset", "image_folder",
                    "--data.data_dir", str(root), "--data.val_size", "12", "--data.batch_size", "16",
@@ -119,7 +105,7 @@ def test_image_folder_trains_through_train_py(tmp_path, monkeypatch, capsys):
 
 
 def make_cifar_folder(root, classes, n=(2, 1)):
-    return write_folder(root, classes=classes, n=n, size=(32, 32))
+    return write_image_folder(root, classes=classes, n=n, size=(32, 32))
 
 
 @pytest.mark.parametrize("config", ["cifar10_small", "cifar100_small"])
@@ -191,7 +177,7 @@ BAD = ["truncated", "not_an_image", "image_extension_not_an_image", "empty_class
 
 @pytest.mark.parametrize("kind", BAD)
 def test_bad_image_folder_one_clear_error_through_train_py(kind, tmp_path, monkeypatch, capsys):
-    root = write_folder(tmp_path / "d")
+    root = write_image_folder(tmp_path / "d")
     fragment = _bad(kind, root)
     monkeypatch.chdir(tmp_path)
     rc = cli.main(["--config", str(REPO / "configs/smoke.yaml"), "--data.dataset", "image_folder",
