@@ -99,6 +99,11 @@ def test_image_folder_trains_through_train_py(tmp_path, monkeypatch, capsys):
                    "--data.normalize", "true", "--model.init_args.dims", "[192, 32, 3]",
                    "--trainer.enable_progress_bar", "false"])
     assert rc == 0, capsys.readouterr().err
+    from benchmarks.run_report import report
+
+    row = report(tmp_path / "logs")  # what benchmarks/CIFAR.md's rows are read with
+    assert row["model"] == "PCNModule" and row["epochs"] == 0 and len(row["val_top1"]) == 1
+    assert 0 <= row["test_top1"] <= 1 and row["test_top5"] is None  # top-5 from ten classes on
     dm = PCNDataModule("image_folder", str(root), batch_size=16, val_size=12)
     assert dm.num_classes == 3 and dm.image_shape == (3, 8, 8)
     assert np.allclose(dm.mean, imf.load_image_folder(root).mean_std()[0])
