@@ -96,10 +96,10 @@ def scalars(run_dir: Path) -> dict[str, list[float]]:
 
 def label_clamped_accuracy(ckpt: Path) -> float:
     """The seed's protocol: settle with the label clamped, then read the readout (a leak)."""
-    from pcn_lightning import PCNModule
+    from pcn_lightning.checkpoints import load_module
     from pcn_lightning.data import PCNDataModule
 
-    m = PCNModule.load_from_checkpoint(str(ckpt), map_location="cpu")
+    m = load_module(ckpt, ("PCNModule",))  # weights-only
     dm = PCNDataModule("fashion_mnist", batch_size=500)
     dm.setup("test")
     correct = total = 0

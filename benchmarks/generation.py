@@ -20,7 +20,7 @@ from torchvision.utils import save_image
 
 from benchmarks._timing import table
 from callbacks.class_samples import to_images
-from pcn_lightning import BackpropTwin, PCNModule
+from pcn_lightning.checkpoints import load_module
 
 FASHION = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 
@@ -36,8 +36,8 @@ def main() -> None:
     ap.add_argument("--prototypes", action="store_true",
                     help="clamp the top to each class's mean settled top latent (5,000 training images)")
     args = ap.parse_args()
-    gen = PCNModule.load_from_checkpoint(args.generator, map_location="cpu")
-    clf = (BackpropTwin if args.twin else PCNModule).load_from_checkpoint(args.classifier, map_location="cpu")
+    gen = load_module(args.generator, ("PCNModule",), flag="--generator")  # weights-only
+    clf = load_module(args.classifier, ("BackpropTwin",) if args.twin else ("PCNModule",), flag="--classifier")
     C = gen.net.num_classes
     labels = torch.arange(C).repeat_interleave(args.per_class)
     protos = None

@@ -29,7 +29,8 @@ from pathlib import Path
 import torch
 
 from benchmarks._timing import table
-from pcn_lightning import BackpropTwin, PCNModule
+from pcn_lightning import PCNModule
+from pcn_lightning.checkpoints import load_module
 from pcn_lightning.calibration import auroc, expected_calibration_error, reliability_figure
 from pcn_lightning.data import PCNDataModule
 
@@ -42,9 +43,7 @@ def best_checkpoint(run_dir: Path) -> Path:
 
 
 def load(ckpt: Path):
-    hp = torch.load(ckpt, map_location="cpu", weights_only=False)["hyper_parameters"]
-    cls = BackpropTwin if "BackpropTwin" in str(hp.get("_class_path", "")) else PCNModule
-    return cls.load_from_checkpoint(str(ckpt), map_location="cpu").eval()
+    return load_module(ckpt, ("PCNModule", "BackpropTwin")).eval()  # weights-only
 
 
 @torch.no_grad()

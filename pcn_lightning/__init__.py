@@ -7,6 +7,7 @@ from pcn_lightning.inference import SettleResult, reference_step, relative_drop,
 from pcn_lightning.network import Node, PCNetwork
 from pcn_lightning.primitives import REGISTRY, Map, register
 from pcn_lightning.settings import EvalInference, Inference, Learning
+from pcn_lightning import checkpoints  # registers the types a checkpoint may hold (weights-only loads)
 from pcn_lightning.terms import Term, TermErrors
 from pcn_lightning.module import PCNModule
 from pcn_lightning.twin import BackpropTwin

@@ -4,27 +4,35 @@ LightningCLI parses the config and overrides; the data's input size and number
 of classes are linked into the model. After fit, the test split is evaluated
 (label-free) with the best checkpoint. Every `PCNError` becomes one message on
 stderr and exit code 2, before anything is written.
+
+Exit codes: 0 done; 1 diverged, or another DDP process died; 2 a bad config or input, a checkpoint that asks to run
+code, or a checkpoint that could not be written (full disk); 130 Ctrl-C and 143
+SIGTERM (a scheduler's preemption), both after writing `interrupted.ckpt`.
+Checkpoints are read weights-only and written atomically (`pcn_lightning.checkpoints`).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import tempfile
+import traceback
 from pathlib import Path
 from argparse import ArgumentError
 from typing import Optional
 
 import lightning as L
-import torch
 import yaml
 import torch.distributed as dist
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from callbacks.interrupt_checkpoint import InterruptCheckpoint
+from callbacks.interrupt_checkpoint import InterruptCheckpoint, checkpoint_folder, wait_for_workers
+from pcn_lightning import checkpoints
 from pcn_lightning.data import input_shape_of, num_classes_of
 from pcn_lightning.text import vocab_size_of
 from pcn_lightning.errors import ConfigError, DivergenceError, PCNError
@@ -119,13 +127,9 @@ def check_trainer(trainer) -> None:
 
 
 def check_checkpoint(path: str, model) -> None:
-    """A checkpoint to resume from must exist and fit the configured architecture."""
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except FileNotFoundError:
-        raise ConfigError(f"--ckpt_path {path}: no such file") from None
-    except Exception as exc:
-        raise ConfigError(f"--ckpt_path {path} is not a readable checkpoint ({exc})") from None
+    """A checkpoint to resume from must exist, load weights-only (nothing in it runs) and fit
+    the configured architecture."""
+    ckpt = checkpoints.load_checkpoint(path, "--ckpt_path")
     state = ckpt.get("state_dict", {})
     mine = model.state_dict()
     wrong = [
@@ -139,6 +143,27 @@ def check_checkpoint(path: str, model) -> None:
             + "; ".join(wrong[:4])
             + "); use the config it was trained with, or start without --ckpt_path"
         )
+
+
+def stopped(trainer, interrupt: InterruptCheckpoint, exc: SystemExit) -> int:
+    """Ctrl-C (130) or SIGTERM (143, 128 + 15 as a shell reports it): say where the run stands."""
+    sigterm = isinstance(exc, SIGTERMException)
+    if sigterm:
+        wait_for_workers(trainer)
+    if trainer.is_global_zero:
+        where = f"; resume with --ckpt_path {interrupt.path}" if interrupt.path else ""
+        what = "stopped by SIGTERM" if sigterm else "interrupted"
+        print(f"{what} at training step {trainer.global_step}{where}", file=sys.stderr)
+    return 143 if sigterm else 130
+
+
+def lost_a_peer(exc: BaseException) -> bool:
+    """A collective failed under DDP: another process died (gloo: a closed connection) or
+    stopped answering (the strategy's collective timeout)."""
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return False
+    frames = traceback.extract_tb(exc.__traceback__)
+    return bool(frames) and "torch/distributed" in frames[-1].filename.replace("\\", "/")
 
 
 def best_checkpoint(trainer) -> Optional[str]:
@@ -233,21 +258,29 @@ def main(args: Optional[list[str]] = None) -> int:
         ckpt_path = cli.config.get("ckpt_path")
         if ckpt_path:
             check_checkpoint(ckpt_path, cli.model)
+        checkpoints.install(cli.trainer)
         interrupt = InterruptCheckpoint()
         cli.trainer.callbacks.append(interrupt)
         try:
-            cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=ckpt_path)
-        except SystemExit:
+            cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=ckpt_path, weights_only=True)
+            if cli.config.get("test"):
+                cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=best_checkpoint(cli.trainer),
+                                 weights_only=True)
+        except SystemExit as exc:  # Ctrl-C, or Lightning's SIGTERMException
             if not cli.trainer.interrupted:
                 raise
-            where = f"; resume with --ckpt_path {interrupt.path}" if interrupt.path else ""
-            print(f"interrupted at training step {cli.trainer.global_step}{where}", file=sys.stderr)
-            return 130
-        if cli.config.get("test"):
-            cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=best_checkpoint(cli.trainer))
+            return stopped(cli.trainer, interrupt, exc)
         return 0
     except DivergenceError as exc:
         print(f"error: training diverged: {exc}", file=sys.stderr)
+        return 1
+    except RuntimeError as exc:
+        if not lost_a_peer(exc):
+            raise
+        why = re.sub(r"^\[[^\]]*\]\s*", "", str(exc)).split(". ")[0]
+        last = checkpoint_folder(cli.trainer) / "last.ckpt"
+        print(f"error: another DDP process stopped, so this one cannot go on ({why}); the checkpoints are "
+              f"intact: resume with --ckpt_path {last}", file=sys.stderr)
         return 1
     except (PCNError, MisconfigurationException) as exc:
         print(f"error: {exc}", file=sys.stderr)

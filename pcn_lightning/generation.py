@@ -55,14 +55,30 @@ def class_prototypes(module, x: Tensor, y: Tensor) -> Tensor:
     return protos
 
 
+def checked_classes(net: PCNetwork, classes) -> Tensor:
+    """Class indices (B,) as users hand them over (a tensor of any integer dtype, device or
+    layout, or a list; B may be 0 or 1), on the weights' device; else one ConfigError."""
+    classes = torch.as_tensor(classes)
+    if classes.dtype == torch.bool or classes.is_floating_point() or classes.is_complex():
+        raise ConfigError(f"classes must be integer class indices; got {classes.dtype} (pass classes.long())")
+    if classes.dim() != 1:
+        raise ConfigError(f"classes must be one index per sample, shape (B,); got shape {tuple(classes.shape)} "
+                          "(pass classes.reshape(-1))")
+    C = net.num_classes
+    if classes.numel() and not (0 <= int(classes.min()) and int(classes.max()) < C):
+        raise ConfigError(f"classes must lie in [0, {C}); got values from {int(classes.min())} to {int(classes.max())}")
+    return classes.to(net.terms[label_term(net)].map.weight.device, torch.long)
+
+
 @torch.no_grad()
 def generate(net: PCNetwork, classes: Tensor, noise_std: float = 0.0, generator: Optional[torch.Generator] = None,
              prototypes: Optional[Tensor] = None) -> Tensor:
     """The data (B, *input_shape) the network predicts for each class: the top latent
     clamped to the class's prototype (or least-norm latent), plus optional noise."""
     check_generative(net)
+    classes = checked_classes(net, classes)
     R = net.terms[label_term(net)].map.weight
-    top = prototypes.to(R.device)[classes.to(R.device)] if prototypes is not None else least_norm_top(net, classes)
+    top = prototypes.to(R.device, R.dtype)[classes] if prototypes is not None else least_norm_top(net, classes)
     if noise_std > 0:
         top = top + noise_std * torch.randn(top.shape, generator=generator, dtype=top.dtype).to(top.device)
     return top_down(net, top)

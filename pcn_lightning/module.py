@@ -222,16 +222,12 @@ class PCNModule(L.LightningModule):
 
     # ------------------------------------------------------------ evaluation
     def predict_logits(self, x: Tensor) -> Tensor:
-        """Label-free class scores (B, C) for inputs of the data's shape. No label is involved."""
-        return self.eval_outputs(self._checked_input(x))[0]
-
-    def _checked_input(self, x: Tensor) -> Tensor:
-        if not torch.is_tensor(x):
-            raise ConfigError(f"inputs must be a tensor; got {type(x).__name__}")
-        x = self.net.batch_input(x.to(self.device, torch.get_default_dtype() if not x.is_floating_point() else x.dtype))
-        if not torch.isfinite(x).all():
-            raise ConfigError("the inputs contain NaN or inf values; a prediction from them would be NaN")
-        return x
+        """Label-free class scores (B, C) for inputs of the data's shape (any floating dtype,
+        device or layout; see `PCNetwork.checked_input`). No label is involved."""
+        x = self.net.checked_input(x)
+        if x.shape[0] == 0:
+            return x.new_zeros(0, self.net.num_classes)
+        return self.eval_outputs(x)[0]
 
     @torch.no_grad()
     def eval_outputs(self, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -284,7 +280,11 @@ class PCNModule(L.LightningModule):
           clamped as the label (settled as in training; no true label is used): what
           committing to its decision costs, (B,). One more settle.
         """
-        x = self._checked_input(x)
+        x = self.net.checked_input(x)
+        if x.shape[0] == 0:
+            empty = x.new_zeros(0, self.net.num_classes)
+            return {"logits": empty, "probs": empty.clone(), "energy": x.new_zeros(0),
+                    "term_energies": x.new_zeros(0, len(self.net.terms)), "committed_energy": x.new_zeros(0)}
         xs, result = self.settle_batch(x, None, self.eval_inference, per_sample_seeds=True)
         logits = xs[self.net.label]
         term_energies = self.net.term_sample_energies(result.errors, logits)

@@ -155,12 +155,30 @@ class PCNetwork(nn.Module):
     def batch_input(self, x: Tensor) -> Tensor:
         """The data node's values from a batch: (B, ...) reshaped to (B, *input_shape)."""
         shape = self.input_shape
-        if x.dim() < 1 or x[0].numel() != math.prod(shape):
+        if x.dim() < 1 or math.prod(x.shape[1:]) != math.prod(shape):
+            one = " (one sample? add the batch dimension: x[None])" if x.numel() == math.prod(shape) else ""
             raise ConfigError(
                 f"the network takes inputs of shape (B, {', '.join(map(str, shape))}) "
-                f"({math.prod(shape)} values per sample); got a tensor of shape {tuple(x.shape)}"
+                f"({math.prod(shape)} values per sample); got a tensor of shape {tuple(x.shape)}{one}"
             )
         return x.reshape(x.shape[0], *shape)
+
+    def checked_input(self, x) -> Tensor:
+        """A batch to predict from, as users hand it over: a floating-point tensor of any
+        precision, device, layout and batch size (0 included), of the data's shape (B, ...),
+        made the weights' dtype and device. Anything else: one ConfigError saying what to pass."""
+        if not torch.is_tensor(x):
+            raise ConfigError(f"inputs must be a tensor; got {type(x).__name__} (pass torch.as_tensor(x))")
+        if not x.is_floating_point():
+            raise ConfigError(
+                f"inputs must be floating point, preprocessed as the data module does (pixels scaled to "
+                f"[0, 1], e.g. x.float() / 255, then standardized if it normalizes); got {x.dtype}"
+            )
+        weight = next(self.parameters())
+        x = self.batch_input(x.to(weight.device, weight.dtype).contiguous())  # the same kernels, bit for bit
+        if not torch.isfinite(x).all():
+            raise ConfigError("the inputs contain NaN or inf values; a prediction from them would be NaN")
+        return x
 
     def initial_state(self, x: Tensor, y: Optional[Tensor], init: str = "random", std: float = 0.1,
                       generator: Optional[torch.Generator] = None,

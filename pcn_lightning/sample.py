@@ -4,6 +4,7 @@
         --prompt "ROMEO:" --chars 500 [--temperature 0.8] [--seed 0]
 
 Prints the prompt and its continuation. Works for `TemporalPCNModule` and `TemporalTwin` checkpoints.
+The checkpoint is read weights-only: a file that asks to run code is refused (exit 2).
 """
 
 from __future__ import annotations
@@ -24,20 +25,12 @@ def main(argv=None) -> int:
     ap.add_argument("--temperature", type=float, default=1.0)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
-    from pcn_lightning.language import TemporalPCNModule, TemporalTwin
+    from pcn_lightning.checkpoints import load_module
 
     try:
-        try:
-            ckpt = torch.load(args.ckpt, map_location="cpu", weights_only=False)
-        except (OSError, RuntimeError, EOFError) as exc:
-            raise PCNError(f"--ckpt {args.ckpt} is not a readable checkpoint ({exc})") from None
-        cls = TemporalTwin if "TemporalTwin" in str(ckpt.get("hyper_parameters", {}).get("_class_path", "")) else TemporalPCNModule
-        try:
-            model = cls.load_from_checkpoint(args.ckpt, map_location="cpu")
-        except Exception as exc:
-            raise PCNError(f"--ckpt {args.ckpt} is not a character model's checkpoint ({type(exc).__name__}: {exc})") from None
         if args.chars < 0 or not args.temperature > 0:
             raise PCNError("--chars must be >= 0 and --temperature > 0")
+        model = load_module(args.ckpt, ("TemporalPCNModule", "TemporalTwin"), flag="--ckpt")
         text = model.sample(args.prompt, args.chars, args.temperature, torch.Generator().manual_seed(args.seed))
     except PCNError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -98,8 +98,9 @@ class BackpropTwin(L.LightningModule):
         return torch.softmax(self.predictive_log_precision.exp() * logits, 1)
 
     def predict_logits(self, x: Tensor) -> Tensor:
+        """Class scores (B, C); inputs as `PCNModule.predict_logits` takes them."""
         with torch.no_grad():
-            return self(x)
+            return self(self.net.checked_input(x))
 
     def _eval_step(self, stage: str, batch) -> Tensor:
         x, y = batch
