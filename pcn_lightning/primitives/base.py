@@ -125,13 +125,11 @@ def spectral_norm(apply, apply_t, shape: Shape, iterations: int = 8, like: Optio
     v = torch.randn((1, *shape), generator=g, dtype=like.dtype if like is not None else torch.float32)
     if like is not None:
         v = v.to(like.device)
-    norm = 0.0
+    w = v
     for _ in range(iterations):
-        v = v / v.norm().clamp_min(1e-30)
+        v = w / w.norm().clamp_min(1e-30)
         w = apply_t(apply(v))
-        norm = w.norm().item()
-        v = w
-    return norm ** 0.5
+    return w.norm().item() ** 0.5  # one host sync, after the last iteration
 
 
 def check_positive_int(name: str, value) -> int:
