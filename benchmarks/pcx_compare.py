@@ -154,7 +154,7 @@ def main() -> None:
     tmp.cleanup()
     t = {k: statistics.median(rd[k] for rd in rounds) for k in rounds[0]}
     per_round = [rd["eager"] / rd["pcx"] for rd in rounds]
-    _, free = m.net.initial_state(x[:2], torch.nn.functional.one_hot(y[:2], 10).float(), "zeros")
+    _, free, _ = m.net.initial_state(x[:2], torch.nn.functional.one_hot(y[:2], 10).float(), "zeros")
     # a product of n multiply-adds per sample counts as a (n, 1) matrix (for a dense term: its weight's shape)
     flops = training_step_flops([((_macs(t), 1), free[t.source]) for t in m.net.terms], B, args.T)
     gflops = lambda s: f"{flops / s / 1e9:.0f}"

@@ -41,7 +41,7 @@ def main() -> None:
     y = torch.randint(0, args.classes, (B,), device=dev)
     Y = torch.nn.functional.one_hot(y, args.classes).float()
     with torch.no_grad():
-        xs, free = net.initial_state(x, Y, generator=torch.Generator().manual_seed(0))
+        xs, free, _ = net.initial_state(x, Y, generator=torch.Generator().manual_seed(0))
         active = net.active_terms(free)
         buffers = ErrorBuffers(net, xs, free, active)
         errors = buffers.update(xs, first=True)

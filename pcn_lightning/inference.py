@@ -31,7 +31,7 @@ stable as training grows the weights.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 
@@ -182,19 +182,23 @@ def reference_sweep(net: PCNetwork, xs: Sequence[Tensor], free: Sequence[bool], 
 
 
 def sweep_in_place(net: PCNetwork, xs: Sequence[Tensor], free: Sequence[bool], eta,
-                   buffers: "ErrorBuffers") -> None:
+                   buffers: "ErrorBuffers", before_node: Optional[Callable[[int, list], None]] = None) -> None:
     """The sequential step in place: after each node moves, only the errors of the
     terms that touch it are refreshed (the prediction of a term it sources, the
-    error of a term that predicts it), so a sweep costs what a parallel step does."""
+    error of a term that predicts it), so a sweep costs what a parallel step does.
+    `before_node(j, errors)` sees the errors just before node j moves."""
     etas = eta if isinstance(eta, (list, tuple)) else [eta] * len(xs)
     for j in net.sweep_from_label:
         if free[j]:
+            if before_node is not None:
+                before_node(j, buffers.errors)
             step_node_(net, j, xs[j], etas[j], buffers.errors)
             buffers.refresh(xs, net.targets_of[j] + net.sources_of[j])
 
 
 def settle(net: PCNetwork, xs: list[Tensor], free: Sequence[bool], settings: Inference,
-           record: bool = False, predictions: Optional[dict] = None) -> SettleResult:
+           record: bool = False, predictions: Optional[dict] = None,
+           before_node: Optional[Callable[[int, list], None]] = None) -> SettleResult:
     """Up to `settings.T_infer` inference steps on the free latents of `xs` (in place).
 
     Terms whose free target is a leaf are dropped (see `PCNetwork.active_terms`) and
@@ -204,6 +208,8 @@ def settle(net: PCNetwork, xs: list[Tensor], free: Sequence[bool], settings: Inf
     sync); with `settings.settle_tol`, inference stops once the relative drop over
     the last tenth of the steps is below it (that check syncs with the host).
     `predictions` (from `initial_state`) are the current state's predictions, reused.
+    `before_node(j, errors)` (sequential schedule) sees the errors just before node j
+    moves (the errors a term has when the sweep reaches its source: `rules.on_arrival`).
     """
     active = net.active_terms(free)
     T, eta, tol = settings.T_infer, settings.eta_infer, settings.settle_tol
@@ -223,7 +229,7 @@ def settle(net: PCNetwork, xs: list[Tensor], free: Sequence[bool], settings: Inf
             if compiled:
                 xs[:], errors = step(net, xs, errors, free, eta, active)
             elif settings.schedule == "sequential":
-                sweep_in_place(net, xs, free, eta, buffers)  # the buffers stay current
+                sweep_in_place(net, xs, free, eta, buffers, before_node)  # the buffers stay current
             else:
                 step_in_place(net, xs, free, eta, errors)
                 errors = buffers.update(xs)

@@ -28,21 +28,21 @@ from __future__ import annotations
 import math
 from typing import Optional
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 
 from pcn_lightning.builders import NetworkSpec, build_network, twin_forward
 from pcn_lightning.errors import ConfigError
 from pcn_lightning.inference import settle
-from pcn_lightning.optim import attached_trainer, make_optimizer, stretch_cosine
+from pcn_lightning.optim import attached_trainer
 from pcn_lightning.rules import Hebbian, SettledBatch
 from pcn_lightning.settings import Inference, Learning, as_settings, positive_int
+from pcn_lightning.step import Gradients, ModelBase, apply_gradients, local_gradients
 
 Tensor = torch.Tensor
 
 
-class CharModelBase(L.LightningModule):
+class CharModelBase(ModelBase):
     """What the PC model and its twin share: the network, the context, the state, evaluation."""
 
     def __init__(self, hidden: int, window: int, extra_layers: int, label_precision: float,
@@ -172,13 +172,6 @@ class CharModelBase(L.LightningModule):
             logits = self.step_logits("sample", torch.tensor([i], device=self.device))
         return "".join(out)
 
-    def configure_optimizers(self):
-        trainer = attached_trainer(self)
-        return make_optimizer(self.net, [], self.rates, self.learning, trainer.max_epochs if trainer else None)
-
-    def on_train_start(self) -> None:
-        stretch_cosine(self.trainer)
-
 
 class TemporalPCNModule(CharModelBase):
     """A character-level temporal predictive coding language model (local rules only).
@@ -221,47 +214,46 @@ class TemporalPCNModule(CharModelBase):
         self.inference, self.carry = inference, carry
         self.hebbian = Hebbian(self.net, range(len(self.net.terms)))
 
-    def training_step(self, batch, batch_idx: int) -> None:
-        x, y = batch
+    @torch.no_grad()
+    def local_gradients(self, x: Tensor, y: Tensor) -> tuple[Gradients, Tensor, Tensor]:
+        """Settle every character of the batch in turn (moving the training state) and sum
+        each character's local gradients: ((parameter, summed gradient), ...), the summed
+        negative log-likelihood of the characters' predictions, and each term's summed energy."""
         B, Lseq = x.shape
         self.ensure_state("train", B)
-        params = self.hebbian.parameters()
-        totals = [torch.zeros_like(p) for p in params]
+        totals = [torch.zeros_like(p) for p in self.hebbian.parameters()]
         energies = torch.zeros(len(self.net.terms), device=self.device)
         nll = 0.0
+        readout_term = len(self.net.terms) - 1
+        for t in range(Lseq):
+            ctx = self.context("train", x[:, t])
+            label = F.one_hot(y[:, t], self.vocab_size).to(ctx.dtype)
+            xs, free, predictions = self.net.initial_state(ctx, label, "feedforward")
+            predicted = xs[self.recurrent].clone()
+            readout = self.net.terms[readout_term]
+            predictions[readout_term] = readout.map.predict(xs[readout.source])  # reused by settle
+            nll += F.cross_entropy(predictions[readout_term][0], y[:, t], reduction="sum")
+            result = settle(self.net, xs, free, self.inference, predictions=predictions)
+            energies += self.net.energies(result.errors)
+            settled = SettledBatch(self.net, xs, result.errors, label, lambda: xs)
+            for acc, (_, g) in zip(totals, local_gradients([self.hebbian], settled)):
+                acc += g
+            self.set_recurrent("train", predicted if self.carry == "predicted" else xs[self.recurrent].clone())
+        return list(zip(self.hebbian.parameters(), totals)), nll, energies
+
+    def training_step(self, batch, batch_idx: int) -> None:
+        x, y = batch
+        n = x.numel()
+        pairs, nll, energies = self.local_gradients(x, y)
         with torch.no_grad():
-            for t in range(Lseq):
-                ctx = self.context("train", x[:, t])
-                label = F.one_hot(y[:, t], self.vocab_size).to(ctx.dtype)
-                predictions: dict = {}
-                xs, free = self.net.initial_state(ctx, label, "feedforward", predictions=predictions)
-                predicted = xs[self.recurrent].clone()
-                readout = self.net.terms[-1]
-                predictions[len(self.net.terms) - 1] = readout.map.predict(xs[readout.source])  # reused by settle
-                nll += F.cross_entropy(predictions[len(self.net.terms) - 1][0], y[:, t], reduction="sum")
-                result = settle(self.net, xs, free, self.inference, predictions=predictions)
-                energies += self.net.energies(result.errors)
-                settled = SettledBatch(self.net, xs, result.errors, label, lambda: xs)
-                for acc, g in zip(totals, self.hebbian.gradients(settled)):
-                    acc += g
-                self.set_recurrent("train", predicted if self.carry == "predicted" else xs[self.recurrent].clone())
-            n = B * Lseq
-            for p, g in zip(params, totals):
-                p.grad = g.div_(n)
-            if torch.distributed.is_available() and torch.distributed.is_initialized():
-                for p in params:
-                    torch.distributed.all_reduce(p.grad)
-                    p.grad /= torch.distributed.get_world_size()
-            self.optimizers().step()
+            apply_gradients(self.optimizers(), pairs, n)
         bits = nll / n / math.log(2)
         self.log("train/bits_per_char", bits, prog_bar=True, on_step=True, on_epoch=True)
         for t, e in zip(self.net.terms, energies / n):
             self.log(f"train/energy_{t.name}", e, on_step=False, on_epoch=True)
 
     def on_train_epoch_end(self) -> None:
-        sched = self.lr_schedulers()
-        if sched is not None:
-            sched.step()
+        self.step_lr_schedule()
 
 
 class TemporalTwin(CharModelBase):

@@ -10,11 +10,9 @@ all-reduce, optimizer step.
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Optional
 
-import lightning as L
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 
 from pcn_lightning import generation, rules, seeding
@@ -23,13 +21,14 @@ from pcn_lightning.errors import ConfigError
 from pcn_lightning.guard import DivergenceGuard
 from pcn_lightning.inference import SettleResult, settle
 from pcn_lightning.metrics import classification_metrics, log_metrics
-from pcn_lightning.optim import attached_trainer, make_optimizer, stretch_cosine
+from pcn_lightning.optim import attached_trainer
 from pcn_lightning.settings import EvalInference, Inference, Learning, as_settings, from_flat
+from pcn_lightning.step import Gradients, ModelBase, apply_gradients, local_gradients
 
 Tensor = torch.Tensor
 
 
-class PCNModule(L.LightningModule):
+class PCNModule(ModelBase):
     """A predictive coding network trained by local rules under Lightning.
 
     Args:
@@ -64,6 +63,8 @@ class PCNModule(L.LightningModule):
         self.eval_inference = eval_inference.resolve(inference)
         for settings in (self.inference, self.eval_inference):
             self.net.check_init(settings.latent_init)
+        if learning.weight_errors == "on_arrival":
+            check_on_arrival(inference, learning)
         self.eval_mode, self.seed = eval_mode, seed
         self.guard = DivergenceGuard(divergence_factor)
         self.rates = learning.rates(len(self.net.terms))
@@ -98,19 +99,12 @@ class PCNModule(L.LightningModule):
         return [k for r in self.rules if isinstance(r, rules.Hebbian) for k in r.terms]
 
     # ------------------------------------------------------------ optimizers
-    def on_train_start(self) -> None:
-        stretch_cosine(self.trainer)  # a resumed run extended past its schedule
-
-    def configure_optimizers(self):
-        trainer = attached_trainer(self)
-        max_epochs = trainer.max_epochs if trainer is not None else None
-        return make_optimizer(self.net, self.rules, self.rates, self.learning, max_epochs)
+    def optimizer_rules(self) -> list[rules.Rule]:
+        return self.rules
 
     def on_train_epoch_end(self) -> None:
         self._log_train_epoch()
-        sched = self.lr_schedulers()
-        if sched is not None:
-            sched.step()
+        self.step_lr_schedule()
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["pcn_guard"] = self.guard.state_dict()
@@ -130,64 +124,59 @@ class PCNModule(L.LightningModule):
     @torch.no_grad()
     def settle_batch(self, x: Tensor, y: Optional[Tensor], settings: Optional[Inference] = None,
                      record: bool = False, generator: Optional[torch.Generator] = None,
-                     per_sample_seeds: bool = False) -> tuple[list[Tensor], SettleResult]:
-        """Settle a batch; `y` (class indices) clamps the label, None leaves it free."""
+                     per_sample_seeds: bool = False, before_node=None) -> tuple[list[Tensor], SettleResult]:
+        """Settle a batch; `y` (class indices) clamps the label, None leaves it free.
+        `before_node`: see `inference.settle`."""
         settings = settings or self.inference
         self._refresh_precisions()
         x = self.net.batch_input(x)
         seeds = seeding.sample_seeds(self.seed, x) if per_sample_seeds else None
-        predictions: dict = {}
-        xs, free = self.net.initial_state(x, None if y is None else self._label(y, x), settings.latent_init,
-                                          settings.latent_init_std, generator, seeds, predictions)
-        return xs, settle(self.net, xs, free, settings, record, predictions)
+        start = self.net.initial_state(x, None if y is None else self._label(y, x), settings.latent_init,
+                                       settings.latent_init_std, generator, seeds)
+        return start.xs, settle(self.net, start.xs, start.free, settings, record, start.predictions, before_node)
 
     def settle_probe(self, x: Tensor, y: Tensor, generator: torch.Generator) -> tuple[list[Tensor], SettleResult]:
         """A diagnostic settle like training's (label clamped), recording every step."""
         return self.settle_batch(x, y, record=True, generator=generator)
 
     # -------------------------------------------------------------- training
-    def training_step(self, batch, batch_idx: int) -> None:
-        x, y = batch
-        B = x.shape[0]
+    @torch.no_grad()
+    def settle_for_learning(self, x: Tensor, y: Tensor) -> tuple[rules.SettledBatch, SettleResult]:
+        """The batch settled with its label clamped, as training settles it (the step's
+        seeded generator), and what the rules read from it (the label-free settle
+        that some rules need runs on first use)."""
         gen = seeding.training_generator(self.seed, self.global_step, self.global_rank)
-        xs, result = self.settle_batch(x, y, generator=gen)
-        per_term = self.net.energies(result.errors) / B
-        self.guard.check(per_term, result.start / B, self.term_names, self.global_step)
-        label = xs[self.net.label]
+        arrival, before_node = rules.on_arrival(self.net) if self.learning.weight_errors == "on_arrival" else (None, None)
+        xs, result = self.settle_batch(x, y, generator=gen, before_node=before_node)
 
         def label_free_state() -> list[Tensor]:
             g = seeding.training_generator(self.seed, self.global_step, self.global_rank, 1)
             return self.settle_batch(x, None, self.eval_inference, generator=g)[0]
 
-        settled = rules.SettledBatch(self.net, xs, result.errors, label, label_free_state)
+        return rules.SettledBatch(self.net, xs, result.errors, xs[self.net.label], label_free_state, arrival), result
+
+    def local_gradients(self, x: Tensor, y: Tensor) -> Gradients:
+        """(parameter, dE/dparameter summed over the batch) for every learned parameter:
+        the gradients one training step hands to the optimizer (divided by the batch size)."""
+        return local_gradients(self.rules, self.settle_for_learning(x, y)[0])
+
+    def training_step(self, batch, batch_idx: int) -> None:
+        x, y = batch
+        B = x.shape[0]
+        settled, result = self.settle_for_learning(x, y)
+        per_term = self.net.energies(result.errors) / B
+        self.guard.check(per_term, result.start / B, self.term_names, self.global_step)
         opt = self.optimizers()
         with torch.no_grad():
             for k in range(self.learning.t_learn):
                 if k > 0:  # the weights moved: the frozen latents' errors change
-                    settled.errors = self.net.errors(xs, result.active)
-                params = [p for r in self.rules for p in r.parameters()]
-                self._set_gradients(params, [g for r in self.rules for g in r.gradients(settled)], B)
-                if self.learning.grad_clip_norm is not None:
-                    torch.nn.utils.clip_grad_norm_(self.net.terms.parameters(), self.learning.grad_clip_norm)
-                opt.step()
+                    settled.errors = self.net.errors(settled.xs, result.active)
+                apply_gradients(opt, local_gradients(self.rules, settled), B, self.learning.grad_clip_norm,
+                                self.net.terms.parameters())
                 self._refresh_precisions()
         self.last_term_energies = per_term.detach()
         self.last_settle_steps = result.steps
         self._accumulate_train_logs(per_term.detach(), result.steps)
-
-    def _set_gradients(self, params: Sequence[torch.nn.Parameter], grads: Sequence[Tensor], B: int) -> None:
-        """p.grad = dE/dp / B, averaged over DDP ranks in one flat all-reduce."""
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            flat = torch.cat([g.reshape(-1) for g in grads])
-            dist.all_reduce(flat, op=dist.ReduceOp.SUM)
-            flat /= dist.get_world_size() * B
-            offset = 0
-            for p in params:
-                p.grad = flat[offset: offset + p.numel()].view_as(p).clone()
-                offset += p.numel()
-            return
-        for p, g in zip(params, grads):
-            p.grad = g.div_(B)  # made for this step: scaled in place
 
     def _accumulate_train_logs(self, per_term: Tensor, steps: int) -> None:
         """Sum the epoch's energies on the device; self.log (about a millisecond of
@@ -307,3 +296,16 @@ class PCNModule(L.LightningModule):
                  prototypes: Optional[Tensor] = None) -> Tensor:
         """Data predicted for each class (generative networks; see `generation.generate`)."""
         return generation.generate(self.net, classes, noise_std, generator, prototypes)
+
+
+def check_on_arrival(inference: Inference, learning: Learning) -> None:
+    """`weight_errors: on_arrival` reads each error once, as one sequential sweep from the
+    feedforward state passes: the settings that make that sweep, or one clear error."""
+    wrong = [f"{name} {value!r} (needs {need!r})" for name, value, need in (
+        ("inference.schedule", inference.schedule, "sequential"), ("inference.T_infer", inference.T_infer, 1),
+        ("inference.latent_init", inference.latent_init, "feedforward"), ("learning.t_learn", learning.t_learn, 1),
+        ("inference.compile_settle", inference.compile_settle, False), ("inference.settle_tol", inference.settle_tol, None))
+        if value != need]
+    if wrong:
+        raise ConfigError("learning.weight_errors 'on_arrival' learns from one sequential sweep from the feedforward "
+                          "state; change " + ", ".join(wrong) + " (or use weight_errors 'settled')")

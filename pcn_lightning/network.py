@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import NamedTuple, Optional, Sequence
 
 import torch
 from torch import nn
@@ -48,6 +48,14 @@ class Node:
     @property
     def size(self) -> int:
         return math.prod(self.shape)
+
+
+class InitialState(NamedTuple):
+    """Where a settle starts (`PCNetwork.initial_state`)."""
+
+    xs: list  # one tensor per node (None for a free label, filled in by `complete`)
+    free: list  # which nodes settle
+    predictions: dict  # term index -> (a, ctx) of the feedforward sweep, for `settle` to reuse
 
 
 class PCNetwork(nn.Module):
@@ -182,18 +190,18 @@ class PCNetwork(nn.Module):
 
     def initial_state(self, x: Tensor, y: Optional[Tensor], init: str = "random", std: float = 0.1,
                       generator: Optional[torch.Generator] = None,
-                      sample_seeds: Optional[Sequence[int]] = None,
-                      predictions: Optional[dict] = None) -> tuple[list[Optional[Tensor]], list[bool]]:
-        """(state, free): the data clamped, the label clamped when `y` (B, C) is given,
-        every latent initialized by `init`. A free label starts empty (None): it
-        is a leaf, filled in by `complete`.
+                      sample_seeds: Optional[Sequence[int]] = None) -> "InitialState":
+        """(xs, free, predictions): the data clamped, the label clamped when `y` (B, C)
+        is given, every latent initialized by `init`. A free label starts empty (None):
+        it is a leaf, filled in by `complete`. With the feedforward init, `predictions`
+        holds the sweep's (a, ctx) of each term it made: `settle` reuses them instead of
+        making them again (empty otherwise).
 
         With `sample_seeds` (one int per sample), random latents are drawn per
         sample from their own generator, so a sample's state does not depend on
-        which others share its batch (used at evaluation). With `predictions` (a
-        dict) and the feedforward init, the sweep's predictions are kept there:
-        `settle` reuses them instead of making them again.
+        which others share its batch (used at evaluation).
         """
+        predictions: dict = {}
         B = x.shape[0]
         xs: list[Optional[Tensor]] = [None] * len(self.nodes)
         xs[self.data] = x
@@ -218,7 +226,7 @@ class PCNetwork(nn.Module):
                     xs[j] = torch.stack(rows).mul_(std).to(x.device)
                 else:
                     xs[j] = torch.randn(shape, generator=generator, dtype=x.dtype).mul_(std).to(x.device)
-        return xs, free
+        return InitialState(xs, free, predictions)
 
     def check_init(self, init: str) -> None:
         """A latent initialization this network can do, or one clear error."""

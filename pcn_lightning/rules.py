@@ -4,7 +4,8 @@ computes their gradients from the settled state, by a local rule.
 `PCNModule.training_step` settles, then asks every rule for its gradients:
 
 - `Hebbian`: every term's map learns from the settled errors, dE/dtheta
-  (for a dense map -h x^T, the seed's outer product).
+  (for a dense map -h x^T, the seed's outer product), or from each term's error
+  when the sweep reached its source (`weight_errors: on_arrival`, `on_arrival`).
 - `LabelFreeReadout`: the label's term learns instead from a second settle of
   the batch without the label, the state evaluation reads (its delta rule).
 - `Amortizer`: the bottom-up guess learns to predict the settled latents
@@ -36,6 +37,7 @@ class SettledBatch:
     errors: list[Optional[TermErrors]]
     label: Tensor  # the clamped label values (B, C)
     label_free_state: Callable[[], list[Tensor]]  # settles once, on first use
+    arrival_grads: Optional[dict] = None  # term -> dE/dtheta at its error on arrival (`on_arrival`)
     _cache: dict = field(default_factory=dict)
 
     def label_free(self) -> list[Tensor]:
@@ -55,7 +57,8 @@ class Rule:
 
 
 class Hebbian(Rule):
-    """dE/dtheta of the given terms at the settled errors."""
+    """dE/dtheta of the given terms at the settled errors (or, where the batch recorded
+    them, at each term's error on arrival: `on_arrival`)."""
 
     def __init__(self, net: PCNetwork, terms: Sequence[int]) -> None:
         self.net, self.terms = net, list(terms)
@@ -67,7 +70,9 @@ class Hebbian(Rule):
         grads = []
         for k in self.terms:
             t, e = self.net.terms[k], batch.errors[k]
-            if e is None:  # a term that settling dropped: its error is zero
+            if batch.arrival_grads is not None and k in batch.arrival_grads:
+                grads += batch.arrival_grads[k]
+            elif e is None:  # a term that settling dropped: its error is zero
                 grads += [torch.zeros_like(p) for p in t.map.parameters()]
             else:
                 grads += t.weight_grads(e)
@@ -189,6 +194,28 @@ def precision_free_energy(net: PCNetwork, errors: Sequence[TermErrors], log_prec
         p0 = 1.0 if prior_means is None else prior_means[k]
         F = F + (0.5 * p * per_value - 0.5 * n * lp + nu * n / 2 * (p / p0 - lp)).sum()
     return F
+
+
+def on_arrival(net: PCNetwork) -> tuple[dict, Callable[[int, list], None]]:
+    """Z-IL's timing (Song et al. 2020, "Can the brain do backpropagation?"): each term
+    learns from its error at the moment the sweep reaches its source node, before that
+    node moves. Returns (grads, before_node): `before_node` for `inference.settle` fills
+    `grads` (term -> its dE/dtheta then). Terms whose source never moves (the data's)
+    are not recorded: their settled error is the one on arrival.
+
+    Why: from the feedforward state, one sequential sweep at eta 1 moves each latent by
+    J^T h of the node above, so its error on arrival is exactly backprop's delta (times
+    the label's precision); by the end of the sweep the node below has moved too and
+    the settled error is (I - f' J J^T f') times it, which turns away from backprop's
+    and flips sign once ||J||^2 > 2 (tests/test_equations.py)."""
+    grads: dict = {}
+
+    def before_node(j: int, errors: list) -> None:
+        for k in net.sources_of[j]:
+            if errors[k] is not None and k not in grads:
+                grads[k] = net.terms[k].weight_grads(errors[k])
+
+    return grads, before_node
 
 
 def rules_for(net: PCNetwork, learning, predictive_log_precision: Optional[nn.Parameter] = None) -> list[Rule]:

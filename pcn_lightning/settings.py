@@ -21,6 +21,7 @@ LATENT_INITS = ("random", "zeros", "feedforward", "amortized")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULERS = (None, "cosine", "step")
 READOUT_LEARNING = ("clamped", "label_free")
+WEIGHT_ERRORS = ("settled", "on_arrival")
 SCHEDULES = ("parallel", "sequential")
 
 
@@ -130,6 +131,13 @@ class Learning:
         readout_learning: which state the label's term learns from: "clamped" (the
             seed's: the state settled with the label) or "label_free" (a second
             settle without the label, the state evaluation reads).
+        weight_errors: which errors the Hebbian rule reads: "settled" (every term's
+            error at the settled state: dE/dtheta there) or "on_arrival" (each term's
+            error when the sweep reaches its source, before the source moves: Z-IL,
+            Song et al. 2020). "on_arrival" needs one sequential sweep from the
+            feedforward state (schedule sequential, T_infer 1, latent_init
+            feedforward); at eta_infer 1 (fixed steps) its updates are backprop's
+            gradients times the label's precision, exactly (tests/test_equations.py).
         eta_amort: learning rate of the amortizer (amortized networks).
         learn_precision: learn each term's precision by its own local rule.
         precision_shape: "scalar" (one precision per term) or "unit" (one per
@@ -165,6 +173,7 @@ class Learning:
     lr_step_epochs: int = 10
     t_learn: int = 1
     readout_learning: str = "clamped"
+    weight_errors: str = "settled"
     eta_amort: float = 0.001
     learn_precision: bool = False
     precision_shape: str = "scalar"
@@ -184,6 +193,7 @@ class Learning:
         positive_int("lr_step_epochs", self.lr_step_epochs)
         positive_int("t_learn", self.t_learn)
         one_of("readout_learning", self.readout_learning, READOUT_LEARNING)
+        one_of("weight_errors", self.weight_errors, WEIGHT_ERRORS)
         positive_float("eta_amort", self.eta_amort)
         positive_float("eta_precision", self.eta_precision)
         positive_float("adam_eps", self.adam_eps)

@@ -12,20 +12,19 @@ from __future__ import annotations
 
 from typing import Optional
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 
 from pcn_lightning.builders import NetworkSpec, build_network, twin_forward
 from pcn_lightning.errors import ConfigError
 from pcn_lightning.metrics import classification_metrics, log_metrics
-from pcn_lightning.optim import attached_trainer, make_optimizer, stretch_cosine
 from pcn_lightning.settings import Learning, as_settings, from_flat
+from pcn_lightning.step import ModelBase
 
 Tensor = torch.Tensor
 
 
-class BackpropTwin(L.LightningModule):
+class BackpropTwin(ModelBase):
     """Feedforward twin of a PCN, trained with backprop (automatic optimization).
 
     Args:
@@ -58,14 +57,6 @@ class BackpropTwin(L.LightningModule):
 
     def forward(self, x: Tensor) -> Tensor:
         return twin_forward(self.net, x)
-
-    def on_train_start(self) -> None:
-        stretch_cosine(self.trainer)  # a resumed run extended past its schedule
-
-    def configure_optimizers(self):
-        trainer = attached_trainer(self)
-        max_epochs = trainer.max_epochs if trainer is not None else None
-        return make_optimizer(self.net, [], self.rates, self.learning, max_epochs)
 
     def training_step(self, batch, batch_idx: int) -> Tensor:
         x, y = batch

@@ -27,7 +27,7 @@ def test_mupc_keeps_the_scales_order_one_across_depth(depth):
     out = {}
     for param in ("mupc", "standard"):
         net = build_network(residual(depth, param), [1, 28, 28], 10)
-        xs, _ = net.initial_state(net.batch_input(x), y, "feedforward")
+        xs, _, _ = net.initial_state(net.batch_input(x), y, "feedforward")
         scales = torch.tensor([xs[j].pow(2).mean().item() for j in net.latent_order])
         label_energy = (net.energies(net.errors(xs)) / 64)[-1].item()
         out[param] = (scales, label_energy)
@@ -45,7 +45,7 @@ def test_parametrized_residual_network_rules_equal_autograd():
     net = build_network(residual(5, "mupc", width=6), [1, 3, 3], 4).double()
     x = torch.randn(5, 9, dtype=torch.float64)
     y = torch.nn.functional.one_hot(torch.randint(0, 4, (5,)), 4).double()
-    xs, free = net.initial_state(net.batch_input(x), y, "random", 1.0)
+    xs, free, _ = net.initial_state(net.batch_input(x), y, "random", 1.0)
     errors = net.errors(xs)
     grads = net.latent_gradients(errors, free)
     leaves = [v.detach().clone().requires_grad_(f) for v, f in zip(xs, free)]

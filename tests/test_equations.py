@@ -8,7 +8,7 @@ import torch
 from pcn_lightning import NetworkSpec, build_network, settle
 from pcn_lightning.activations import ACTIVATIONS
 from pcn_lightning.inference import ErrorBuffers, reference_step, relative_drop, step_in_place
-from pcn_lightning.settings import Inference
+from pcn_lightning.settings import Inference, Learning
 
 DIMS = [7, 5, 4, 3]
 C = 3
@@ -22,7 +22,7 @@ def make_state(direction, activation, seed=0, precisions=None):
                         [DIMS[0]], C).double()
     x = torch.randn(B, DIMS[0], dtype=torch.float64)
     y = torch.nn.functional.one_hot(torch.randint(0, C, (B,)), C).double()
-    xs, free = net.initial_state(x, y, "random", std=1.0)
+    xs, free, _ = net.initial_state(x, y, "random", std=1.0)
     return net, xs, free
 
 
@@ -208,7 +208,7 @@ def test_label_free_settle_drops_leaves_and_fills_them_in(direction):
     feedforward sweep, reached in zero steps."""
     net, xs, free = make_state(direction, "tanh", seed=6)
     x = xs[net.data]
-    state, free = net.initial_state(x, None, "random", std=1.0, generator=torch.Generator().manual_seed(0))
+    state, free, _ = net.initial_state(x, None, "random", std=1.0, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         res = settle(net, state, free, Inference(T_infer=40, eta_infer=0.05))
     label_term = next(k for k, t in enumerate(net.terms) if t.target == net.label)
@@ -257,8 +257,7 @@ def test_settle_from_the_feedforward_predictions_equals_the_reference(schedule, 
     net = build_network(spec, [5], 3).double()
     x, label = torch.randn(4, 5, dtype=torch.float64), torch.eye(3, dtype=torch.float64)[[0, 2, 1, 0]]
     with torch.no_grad():
-        predictions: dict = {}
-        xs, free = net.initial_state(x, label, "feedforward", predictions=predictions)
+        xs, free, predictions = net.initial_state(x, label, "feedforward")
         plain = [t.clone() for t in xs]
         res = settle(net, xs, free, Inference(T_infer=6, eta_infer=0.2, schedule=schedule), predictions=predictions)
         active = [True] * len(net.terms)
@@ -292,7 +291,7 @@ def test_sequential_settling_gives_every_layer_the_backprop_direction():
     bp = torch.autograd.grad(loss, [t.map.weight for t in net.terms])
     cosines = {}
     for schedule, eta in (("sequential", 1.0), ("parallel", 0.5)):
-        xs, free = net.initial_state(x, y, "feedforward")
+        xs, free, _ = net.initial_state(x, y, "feedforward")
         with torch.no_grad():
             res = settle(net, xs, free, Inference(T_infer=len(dims) - 1, eta_infer=eta, schedule=schedule))
         pc = [g for _, g in net.weight_gradients(res.errors)]
@@ -312,7 +311,7 @@ def test_categorical_label_energy_rules_equal_autograd(direction, pi):
     net = build_network(spec, [DIMS[0]], C).double()
     x = torch.randn(B, DIMS[0], dtype=torch.float64)
     y = torch.nn.functional.one_hot(torch.randint(0, C, (B,)), C).double()
-    xs, free = net.initial_state(x, y, "random", std=1.0)
+    xs, free, _ = net.initial_state(x, y, "random", std=1.0)
     errors = net.errors(xs)
     gx = net.latent_gradients(errors, free)
     for g, a in zip([g for g in gx if g is not None], autograd_latent_grads(net, xs, free)):
@@ -327,7 +326,7 @@ def test_categorical_label_energy_rules_equal_autograd(direction, pi):
         assert torch.allclose(p.h, f.h, rtol=1e-12, atol=1e-14)
     assert torch.allclose(net.energies(errors).sum(), net.direct_energy(xs), rtol=1e-12)
     # label-free: the label node is the predicted distribution
-    state, free2 = net.initial_state(x, None, "random", std=1.0, generator=torch.Generator().manual_seed(0))
+    state, free2, _ = net.initial_state(x, None, "random", std=1.0, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         settle(net, state, free2, Inference(T_infer=3, eta_infer=0.05))
     assert torch.allclose(state[net.label].sum(1), torch.ones(B, dtype=torch.float64))
@@ -348,7 +347,7 @@ def test_normalized_step_is_stable_where_a_fixed_one_diverges(schedule):
     y = torch.nn.functional.one_hot(torch.randint(0, 4, (16,)), 4).double()
     totals = {}
     for step_size in ("fixed", "normalized"):
-        xs, free = net.initial_state(x, y, "random", std=1.0, generator=torch.Generator().manual_seed(0))
+        xs, free, _ = net.initial_state(x, y, "random", std=1.0, generator=torch.Generator().manual_seed(0))
         s = Inference(T_infer=30, eta_infer=0.5, schedule=schedule, step_size=step_size)
         with torch.no_grad():
             totals[step_size] = settle(net, xs, free, s, record=True).trace.sum(1)
@@ -356,7 +355,7 @@ def test_normalized_step_is_stable_where_a_fixed_one_diverges(schedule):
     t = totals["normalized"]
     assert (t[1:] <= t[:-1] + 1e-9).all() and t[-1] < t[0]
     # the bound: each free node's step is eta / (its pi + the next map's pi (f' ||W||)^2)
-    xs, free = net.initial_state(x, y, "random", std=1.0)
+    xs, free, _ = net.initial_state(x, y, "random", std=1.0)
     etas = step_sizes(net, free, net.active_terms(free), Inference(eta_infer=0.5, step_size="normalized"))
     k = net.targets_of[1][0]  # the term predicting node 1, whose source is node 2
     out = net.sources_of[1][0]
@@ -387,10 +386,64 @@ def test_one_fixed_sweep_turns_updates_away_from_backprop_once_weights_grow():
     bp = torch.autograd.grad(0.5 * (y - twin_forward(net, x)).pow(2).sum(), [t.map.weight for t in net.terms])
     cosines = {}
     for step_size in ("fixed", "normalized"):
-        xs, free = net.initial_state(x, y, "feedforward")
+        xs, free, _ = net.initial_state(x, y, "feedforward")
         with torch.no_grad():
             res = settle(net, xs, free, Inference(T_infer=1, eta_infer=1.0, schedule="sequential", step_size=step_size))
         pc = [g for _, g in net.weight_gradients(res.errors)]
         cosines[step_size] = [cos(g.flatten(), b.flatten(), dim=0).item() for g, b in zip(pc, bp)]
     assert min(cosines["fixed"]) < 0, cosines  # a hidden layer's update points uphill
     assert min(cosines["normalized"]) > 0.9, cosines
+
+
+@pytest.mark.parametrize("layers", [
+    None,  # an MLP of tanh layers
+    [{"conv": {"channels": 3, "kernel": 3, "padding": 1}, "act": "gelu", "maxpool": 2},
+     {"conv": {"channels": 4, "kernel": 3, "padding": 1}, "act": "gelu", "maxpool": 2},
+     {"flatten": {}, "dense": {"bias": True}}],
+])
+@pytest.mark.parametrize("label_precision", [1.0, 0.01])
+def test_errors_on_arrival_give_backprops_gradient_exactly(layers, label_precision):
+    """Z-IL's timing: each term learns from its error when the sweep reaches its source
+    (`weight_errors: on_arrival`). One sequential sweep at eta 1 from the feedforward
+    state then gives every parameter backprop's gradient times the label's precision,
+    to float64 rounding, at any label precision and with grown weights (where the
+    settled errors turn uphill: the test above)."""
+    from pcn_lightning import PCNModule
+    from pcn_lightning.builders import twin_forward
+
+    torch.manual_seed(0)
+    if layers is None:
+        network = NetworkSpec(direction="discriminative", dims=[12, 10, 10, 8], activations="tanh",
+                              precisions=[1.0] * 3 + [label_precision])
+        shape, x = [12], torch.randn(16, 12, dtype=torch.float64) * 0.1
+    else:
+        network = NetworkSpec(direction="discriminative", layers=layers, precisions=[1.0, 1.0, label_precision])
+        shape, x = [2, 8, 8], torch.randn(16, 2, 8, 8, dtype=torch.float64)
+    m = PCNModule(network, Inference(T_infer=1, eta_infer=1.0, schedule="sequential", latent_init="feedforward"),
+                  learning=Learning(weight_errors="on_arrival"), input_shape=shape, output_dim=4).double()
+    with torch.no_grad():
+        for w in m.net.parameters():  # grown weights: ||J||^2 well over 2
+            w.mul_(3.0 if w.dim() > 1 else 1.0)
+    y = torch.randint(0, 4, (16,))
+    pairs = m.local_gradients(x, y)
+    params = [p for p, _ in pairs]
+    assert len(params) == len(list(m.parameters()))
+    loss = 0.5 * (torch.nn.functional.one_hot(y, 4).double() - twin_forward(m.net, m.net.batch_input(x))).pow(2).sum()
+    bp = torch.autograd.grad(loss, params)
+    for (p, g), b in zip(pairs, bp):
+        assert torch.allclose(g, label_precision * b, rtol=1e-9, atol=1e-12), p.shape
+    # the settled errors' updates are not backprop's here (a map between two latents:
+    # its source moves after its target)
+    settled = dict(m.net.weight_gradients(m.settle_batch(x, y, generator=torch.Generator().manual_seed(0))[1].errors))
+    W = next(iter(m.net.terms[1].map.parameters()))
+    assert not torch.allclose(settled[W], label_precision * bp[[id(p) for p in params].index(id(W))], rtol=1e-3)
+
+
+def test_errors_on_arrival_need_one_sweep_from_the_feedforward_state():
+    from pcn_lightning import PCNModule
+    from pcn_lightning.errors import ConfigError
+
+    network = NetworkSpec(direction="discriminative", dims=[6, 5, 3])
+    with pytest.raises(ConfigError, match=r"inference.schedule 'parallel' \(needs 'sequential'\), inference.T_infer 4 \(needs 1\)"):
+        PCNModule(network, Inference(T_infer=4, latent_init="feedforward", schedule="parallel"),
+                  learning=Learning(weight_errors="on_arrival"), output_dim=3)

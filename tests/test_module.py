@@ -7,6 +7,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from pcn_lightning import BackpropTwin, PCNModule
+from pcn_lightning.step import set_gradients
 
 
 def random_loader(n=64, d=12, classes=4, batch=16, seed=0):
@@ -28,7 +29,7 @@ def test_sgd_step_is_the_seed_rule():
     xs, res = m.settle_batch(x, y, generator=torch.Generator().manual_seed(1))
     pairs = m.net.weight_gradients(res.errors)
     before = [p.detach().clone() for p, _ in pairs]
-    m._set_gradients([p for p, _ in pairs], [g for _, g in pairs], 10)
+    set_gradients(pairs, 10)
     opt.step()
     B = 10
     for t, e, W0 in zip(m.net.terms, res.errors, before):  # W(0..2), then the readout R
@@ -38,6 +39,23 @@ def test_sgd_step_is_the_seed_rule():
     assert readout.name == "readout" and readout.target == m.net.label
     R_expected = before[-1] + eta * res.errors[-1].eps.T @ xs[readout.source] / B
     assert torch.allclose(readout.map.weight, R_expected, atol=1e-7, rtol=1e-6)
+
+
+def test_a_training_step_hands_the_optimizer_its_local_gradients():
+    """`local_gradients(x, y)` is what a step learns from: called before the step (same
+    seeded settle), it gives every learned parameter's summed gradient; the step sets
+    p.grad to it over the batch size."""
+    torch.manual_seed(0)
+    m = PCNModule.from_flat(dims=[12, 8, 6], output_dim=4, activations="tanh", T_infer=4, eta_infer=0.1,
+                            latent_init="random", optimizer="sgd", readout_learning="label_free")
+    x, y = torch.randn(10, 12), torch.randint(0, 4, (10,))
+    pairs = m.local_gradients(x, y)
+    assert {id(p) for p, _ in pairs} == {id(p) for p in m.parameters() if p.requires_grad}
+    opt = m.configure_optimizers()
+    m.optimizers, m.log = (lambda: opt), (lambda *a, **k: None)
+    m.training_step((x, y), 0)
+    for p, g in pairs:
+        assert torch.allclose(p.grad, g / 10, rtol=1e-6, atol=1e-8)
 
 
 @pytest.mark.parametrize("direction,init", [("generative", "random"), ("discriminative", "feedforward")])

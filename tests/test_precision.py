@@ -22,7 +22,7 @@ def test_precision_rule_is_the_gradient_of_the_regularized_free_energy(shape, nu
     torch.manual_seed(0)
     net = build_network(NetworkSpec(direction="generative", dims=[7, 5, 4], activations="tanh",
                                     precisions=[0.5, 2.0, 0.1]), [7], 3).double()
-    xs, _ = net.initial_state(torch.randn(6, 7, dtype=torch.float64),
+    xs, _, _ = net.initial_state(torch.randn(6, 7, dtype=torch.float64),
                               torch.nn.functional.one_hot(torch.randint(0, 3, (6,)), 3).double(), "random", 1.0)
     for t in net.terms:
         t.learn_precision(() if shape == "scalar" else net.nodes[t.target].shape)
@@ -55,7 +55,7 @@ def test_per_unit_precision_rules_equal_autograd(activation):
         t.refresh_precision()
     x = torch.randn(6, 7, dtype=torch.float64)
     y = torch.nn.functional.one_hot(torch.randint(0, 3, (6,)), 3).double()
-    xs, free = net.initial_state(x, y, "random", 1.0)
+    xs, free, _ = net.initial_state(x, y, "random", 1.0)
     errors = net.errors(xs)
     gx = net.latent_gradients(errors, free)
     leaves = [v.detach().clone().requires_grad_(f) for v, f in zip(xs, free)]
