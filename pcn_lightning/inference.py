@@ -107,13 +107,14 @@ class ErrorBuffers:
             self.errors.append(TermErrors(a, ctx, eps, h))
             self.fixed.append(not free[t.source])
 
-    def refresh(self, xs: Sequence[Tensor], terms: Sequence[int]) -> None:
-        """Recompute the errors of the given terms on the current xs."""
+    def refresh(self, xs: Sequence[Tensor], terms: Sequence[int], predict: bool = True) -> None:
+        """Recompute the errors of the given terms on the current xs (with `predict`
+        False, from their current predictions: only their targets moved)."""
         for k in terms:
             t, e = self.net.terms[k], self.errors[k]
             if e is None:
                 continue
-            if not self.fixed[k]:
+            if predict and not self.fixed[k]:
                 e.ctx = t.map.predict_into(xs[t.source], e.a)
             t.errors_into(e, xs[t.target])
 
@@ -185,7 +186,8 @@ def sweep_in_place(net: PCNetwork, xs: Sequence[Tensor], free: Sequence[bool], e
                    buffers: "ErrorBuffers", before_node: Optional[Callable[[int, list], None]] = None) -> None:
     """The sequential step in place: after each node moves, only the errors of the
     terms that touch it are refreshed (the prediction of a term it sources, the
-    error of a term that predicts it), so a sweep costs what a parallel step does.
+    error of a term that predicts it, whose prediction was made when its own source
+    last moved), so a sweep costs what a parallel step does.
     `before_node(j, errors)` sees the errors just before node j moves."""
     etas = eta if isinstance(eta, (list, tuple)) else [eta] * len(xs)
     for j in net.sweep_from_label:
@@ -193,7 +195,8 @@ def sweep_in_place(net: PCNetwork, xs: Sequence[Tensor], free: Sequence[bool], e
             if before_node is not None:
                 before_node(j, buffers.errors)
             step_node_(net, j, xs[j], etas[j], buffers.errors)
-            buffers.refresh(xs, net.targets_of[j] + net.sources_of[j])
+            buffers.refresh(xs, net.targets_of[j], predict=False)
+            buffers.refresh(xs, net.sources_of[j])
 
 
 def settle(net: PCNetwork, xs: list[Tensor], free: Sequence[bool], settings: Inference,
