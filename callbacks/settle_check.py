@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import lightning as L
-from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 import matplotlib.pyplot as plt
 import torch
 
@@ -132,6 +132,12 @@ class SettleCheck(L.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         step = trainer.global_step
         if not is_pcn(pl_module):
+            return
+        if getattr(pl_module.learning, "weight_errors", "settled") == "on_arrival":
+            if not self.warned:  # learning reads each error as one sweep passes: no settled state to check
+                self.warned = True
+                rank_zero_info("SettleCheck: weight_errors 'on_arrival' learns from one sweep by design "
+                               "(backprop's gradient at eta_infer 1); there is no settle to check")
             return
         if (step - 1) % self.every_n_steps != 0:  # after the 1st, (N+1)th, ... step
             return

@@ -314,9 +314,10 @@ def _generative(spec: NetworkSpec, input_dim: int, num_classes: int) -> PCNetwor
 
 
 # ------------------------------------------------------------- the twin's path
-def twin_forward(net: PCNetwork, x: torch.Tensor) -> torch.Tensor:
+def twin_forward(net: PCNetwork, x: torch.Tensor, logits: bool = False) -> torch.Tensor:
     """The feedforward classifier of the same parameters, for the backprop twin:
-    input -> label scores, differentiable by autograd.
+    input -> label scores, differentiable by autograd (with `logits`, the label
+    term's pre-activation: a categorical label's logits rather than its softmax).
 
     Discriminative: the prediction sweep itself. Generative: up through the
     transposes of the top-down maps (h = f(l)(h @ W(l))), then the readout.
@@ -325,8 +326,12 @@ def twin_forward(net: PCNetwork, x: torch.Tensor) -> torch.Tensor:
     if net.description == "discriminative":
         xs = [None] * len(net.nodes)
         xs[net.data] = x
-        net.sweep(xs, net.terms, net.sweep_order)
-        return xs[net.label]
+        if not logits:
+            net.sweep(xs, net.terms, net.sweep_order)
+            return xs[net.label]
+        label_terms = [k for k in net.sweep_order if net.terms[k].target == net.label]
+        net.sweep(xs, net.terms, [k for k in net.sweep_order if k not in label_terms])
+        return sum(net.terms[k].map.predict(xs[net.terms[k].source])[0] for k in label_terms)
     h = x
     for t in net.terms[:-1]:
         h = t.act.f(t.map.transpose(h, (None, None)))

@@ -16,7 +16,8 @@ class DivergenceGuard:
 
     - any term's energy is NaN or inf;
     - the settle ended more than `factor` times above where it started (inference,
-      gradient descent on the energy, must not raise it: the step is too large);
+      gradient descent on the energy, must not raise it: the step is too large; not
+      checked when `start` is None: errors on arrival learn from one sweep by design);
     - the energy per sample exceeds `factor` times the first batch's (learning
       blew up). The reference is kept in checkpoints.
     """
@@ -35,9 +36,10 @@ class DivergenceGuard:
     def load_state_dict(self, state: dict) -> None:
         self.reference = state.get("reference", state.get("pcn_reference_energy"))
 
-    def check(self, per_term: torch.Tensor, start_per_term: torch.Tensor, names: Sequence[str], step: int) -> None:
+    def check(self, per_term: torch.Tensor, start_per_term: Optional[torch.Tensor], names: Sequence[str],
+              step: int) -> None:
         values = per_term.tolist()
-        start = start_per_term.sum().item()
+        start = None if start_per_term is None else start_per_term.sum().item()
         total = sum(values)
         for name, v in zip(names, values):
             if not math.isfinite(v):
@@ -47,7 +49,7 @@ class DivergenceGuard:
                     "activation for layer 0 when inputs are normalized."
                 )
         worst = names[max(range(len(values)), key=values.__getitem__)]
-        if total > self.factor * max(start, 1e-12):
+        if start is not None and total > self.factor * max(start, 1e-12):
             raise DivergenceError(
                 f"inference diverged at training step {step}: the settle raised the energy per sample "
                 f"from {start:.4g} to {total:.4g} (largest in {worst}; settling must lower it); the "

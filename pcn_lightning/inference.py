@@ -51,6 +51,7 @@ class SettleResult:
     steps: int  # inference steps taken (< T_infer when stopped early)
     active: list[bool]  # which terms settling handled
     start: Optional[Tensor] = None  # (n_terms,) energies before the first step
+    learned_energies: Optional[Tensor] = None  # (n_terms,) of the errors learning read, where not the settled ones
 
 
 def reference_step(net: PCNetwork, xs: Sequence[Tensor], free: Sequence[bool], eta: float,
@@ -212,7 +213,7 @@ def settle(net: PCNetwork, xs: list[Tensor], free: Sequence[bool], settings: Inf
     the last tenth of the steps is below it (that check syncs with the host).
     `predictions` (from `initial_state`) are the current state's predictions, reused.
     `before_node(j, errors)` (sequential schedule) sees the errors just before node j
-    moves (the errors a term has when the sweep reaches its source: `rules.on_arrival`).
+    moves (the errors a term has when the sweep reaches its source: `rules.OnArrival`).
     """
     active = net.active_terms(free)
     T, eta, tol = settings.T_infer, settings.eta_infer, settings.settle_tol

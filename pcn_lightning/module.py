@@ -146,14 +146,17 @@ class PCNModule(ModelBase):
         seeded generator), and what the rules read from it (the label-free settle
         that some rules need runs on first use)."""
         gen = seeding.training_generator(self.seed, self.global_step, self.global_rank)
-        arrival, before_node = rules.on_arrival(self.net) if self.learning.weight_errors == "on_arrival" else (None, None)
-        xs, result = self.settle_batch(x, y, generator=gen, before_node=before_node)
+        arrival = rules.OnArrival(self.net) if self.learning.weight_errors == "on_arrival" else None
+        xs, result = self.settle_batch(x, y, generator=gen, before_node=None if arrival is None else arrival.before_node)
+        if arrival is not None:  # the energies of the errors learning reads
+            result.learned_energies = arrival.energies(result.errors)
 
         def label_free_state() -> list[Tensor]:
             g = seeding.training_generator(self.seed, self.global_step, self.global_rank, 1)
             return self.settle_batch(x, None, self.eval_inference, generator=g)[0]
 
-        return rules.SettledBatch(self.net, xs, result.errors, xs[self.net.label], label_free_state, arrival), result
+        return rules.SettledBatch(self.net, xs, result.errors, xs[self.net.label], label_free_state,
+                                  None if arrival is None else arrival.grads), result
 
     def local_gradients(self, x: Tensor, y: Tensor) -> Gradients:
         """(parameter, dE/dparameter summed over the batch) for every learned parameter:
@@ -164,8 +167,11 @@ class PCNModule(ModelBase):
         x, y = batch
         B = x.shape[0]
         settled, result = self.settle_for_learning(x, y)
-        per_term = self.net.energies(result.errors) / B
-        self.guard.check(per_term, result.start / B, self.term_names, self.global_step)
+        if result.learned_energies is None:
+            per_term, start = self.net.energies(result.errors) / B, result.start / B
+        else:  # errors on arrival: one sweep by design, its end state unused
+            per_term, start = result.learned_energies / B, None
+        self.guard.check(per_term, start, self.term_names, self.global_step)
         opt = self.optimizers()
         with torch.no_grad():
             for k in range(self.learning.t_learn):

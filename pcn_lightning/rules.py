@@ -5,7 +5,7 @@ computes their gradients from the settled state, by a local rule.
 
 - `Hebbian`: every term's map learns from the settled errors, dE/dtheta
   (for a dense map -h x^T, the seed's outer product), or from each term's error
-  when the sweep reached its source (`weight_errors: on_arrival`, `on_arrival`).
+  when the sweep reached its source (`weight_errors: on_arrival`, `OnArrival`).
 - `LabelFreeReadout`: the label's term learns instead from a second settle of
   the batch without the label, the state evaluation reads (its delta rule).
 - `Amortizer`: the bottom-up guess learns to predict the settled latents
@@ -37,7 +37,7 @@ class SettledBatch:
     errors: list[Optional[TermErrors]]
     label: Tensor  # the clamped label values (B, C)
     label_free_state: Callable[[], list[Tensor]]  # settles once, on first use
-    arrival_grads: Optional[dict] = None  # term -> dE/dtheta at its error on arrival (`on_arrival`)
+    arrival_grads: Optional[dict] = None  # term -> dE/dtheta at its error on arrival (`OnArrival`)
     _cache: dict = field(default_factory=dict)
 
     def label_free(self) -> list[Tensor]:
@@ -58,7 +58,7 @@ class Rule:
 
 class Hebbian(Rule):
     """dE/dtheta of the given terms at the settled errors (or, where the batch recorded
-    them, at each term's error on arrival: `on_arrival`)."""
+    them, at each term's error on arrival: `OnArrival`)."""
 
     def __init__(self, net: PCNetwork, terms: Sequence[int]) -> None:
         self.net, self.terms = net, list(terms)
@@ -196,26 +196,36 @@ def precision_free_energy(net: PCNetwork, errors: Sequence[TermErrors], log_prec
     return F
 
 
-def on_arrival(net: PCNetwork) -> tuple[dict, Callable[[int, list], None]]:
+class OnArrival:
     """Z-IL's timing (Song et al. 2020, "Can the brain do backpropagation?"): each term
     learns from its error at the moment the sweep reaches its source node, before that
-    node moves. Returns (grads, before_node): `before_node` for `inference.settle` fills
-    `grads` (term -> its dE/dtheta then). Terms whose source never moves (the data's)
-    are not recorded: their settled error is the one on arrival.
+    node moves. `before_node` (for `inference.settle`) records each such term's
+    dE/dtheta (`grads`, read by `Hebbian`) and energy then. Terms whose source never
+    moves (the data's) are not recorded: their settled error is the one on arrival.
 
     Why: from the feedforward state, one sequential sweep at eta 1 moves each latent by
     J^T h of the node above, so its error on arrival is exactly backprop's delta (times
     the label's precision); by the end of the sweep the node below has moved too and
     the settled error is (I - f' J J^T f') times it, which turns away from backprop's
     and flips sign once ||J||^2 > 2 (tests/test_equations.py)."""
-    grads: dict = {}
 
-    def before_node(j: int, errors: list) -> None:
-        for k in net.sources_of[j]:
-            if errors[k] is not None and k not in grads:
-                grads[k] = net.terms[k].weight_grads(errors[k])
+    def __init__(self, net: PCNetwork) -> None:
+        self.net = net
+        self.grads: dict = {}
+        self.energy: dict = {}
 
-    return grads, before_node
+    def before_node(self, j: int, errors: list) -> None:
+        for k in self.net.sources_of[j]:
+            if errors[k] is not None and k not in self.grads:
+                t = self.net.terms[k]
+                self.grads[k] = t.weight_grads(errors[k])
+                self.energy[k] = t.energy(errors[k])
+
+    def energies(self, settled: Sequence[Optional[TermErrors]]) -> Tensor:
+        """Each term's energy when the sweep reached its source (the errors learning read;
+        the settled one for terms not recorded)."""
+        out = self.net.energies(settled)
+        return torch.stack([self.energy.get(k, e) for k, e in enumerate(out)])
 
 
 def rules_for(net: PCNetwork, learning, predictive_log_precision: Optional[nn.Parameter] = None) -> list[Rule]:

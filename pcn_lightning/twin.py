@@ -29,17 +29,22 @@ class BackpropTwin(ModelBase):
 
     Args:
         network, learning, input_shape, output_dim: as for `PCNModule`.
-        loss: "mse" (1/2 ||one_hot(y) - scores||^2 per sample, the PCN's label
-            term) or "ce" (cross-entropy).
+        loss: "mse" (1/2 ||one_hot(y) - scores||^2 per sample, the PCN's Gaussian
+            label term) or "ce" (cross-entropy of the label term's logits, the PCN's
+            categorical label term); by default the one of the network's label energy.
     """
 
     def __init__(self, network: NetworkSpec, learning: Learning = Learning(),
-                 loss: str = "mse", input_shape: Optional[list[int]] = None, output_dim: int = 10) -> None:
+                 loss: Optional[str] = None, input_shape: Optional[list[int]] = None, output_dim: int = 10) -> None:
         super().__init__()
         self.save_hyperparameters()
         network, learning = as_settings(network, NetworkSpec), as_settings(learning, Learning)
+        categorical = network.label_energy == "categorical"
+        loss = loss or ("ce" if categorical else "mse")
         if loss not in ("mse", "ce"):
             raise ConfigError(f"unknown twin loss {loss!r}; choose 'mse' or 'ce'")
+        if categorical and loss != "ce":
+            raise ConfigError("a categorical label energy's twin learns by cross-entropy: loss 'ce' (or leave it unset)")
         shape = input_shape or [network.dims[0] if network.dims else 784]
         self.net = build_network(network, shape, output_dim)
         self.learning, self.loss_name = learning, loss
@@ -56,7 +61,7 @@ class BackpropTwin(ModelBase):
         return from_flat(cls, kwargs)
 
     def forward(self, x: Tensor) -> Tensor:
-        return twin_forward(self.net, x)
+        return twin_forward(self.net, x, logits=self.loss_name == "ce")
 
     def training_step(self, batch, batch_idx: int) -> Tensor:
         x, y = batch

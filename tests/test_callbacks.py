@@ -58,6 +58,21 @@ def test_settle_check_quiet_when_settled():
     assert all(r.settled for r in cb.reports)
 
 
+def test_settle_check_has_nothing_to_check_for_errors_on_arrival():
+    """One sweep at eta 1 overshoots (the energy rises by its end: a settled model would be
+    diverging), but errors on arrival learn from the sweep as it passes: no warning."""
+    cb = SettleCheck(every_n_steps=1, tol=0.01)
+    sweep = dict(T_infer=1, eta_infer=1.0, schedule="sequential", latent_init="feedforward", direction="discriminative")
+    m = module(**sweep, weight_errors="on_arrival")
+    with torch.no_grad():
+        for t in m.net.terms:
+            t.map.weight.mul_(3.0)  # ||J||^2 > 2: the sweep's end sits above its start
+    msgs = fit(m, [cb])
+    assert not msgs and not cb.reports
+    settled = fit(module(**sweep), [SettleCheck(every_n_steps=1)])
+    assert settled  # the same sweep, learning from the settled errors: checked, and flagged
+
+
 def test_settle_report_numbers():
     falling = torch.linspace(10, 5, 21).unsqueeze(1)
     flat = torch.cat([torch.linspace(10, 5, 11), torch.full((10,), 5.0)]).unsqueeze(1)

@@ -402,7 +402,8 @@ def test_one_fixed_sweep_turns_updates_away_from_backprop_once_weights_grow():
      {"flatten": {}, "dense": {"bias": True}}],
 ])
 @pytest.mark.parametrize("label_precision", [1.0, 0.01])
-def test_errors_on_arrival_give_backprops_gradient_exactly(layers, label_precision):
+@pytest.mark.parametrize("label_energy", ["gaussian", "categorical"])
+def test_errors_on_arrival_give_backprops_gradient_exactly(layers, label_precision, label_energy):
     """Z-IL's timing: each term learns from its error when the sweep reaches its source
     (`weight_errors: on_arrival`). One sequential sweep at eta 1 from the feedforward
     state then gives every parameter backprop's gradient times the label's precision,
@@ -414,10 +415,11 @@ def test_errors_on_arrival_give_backprops_gradient_exactly(layers, label_precisi
     torch.manual_seed(0)
     if layers is None:
         network = NetworkSpec(direction="discriminative", dims=[12, 10, 10, 8], activations="tanh",
-                              precisions=[1.0] * 3 + [label_precision])
+                              precisions=[1.0] * 3 + [label_precision], label_energy=label_energy)
         shape, x = [12], torch.randn(16, 12, dtype=torch.float64) * 0.1
     else:
-        network = NetworkSpec(direction="discriminative", layers=layers, precisions=[1.0, 1.0, label_precision])
+        network = NetworkSpec(direction="discriminative", layers=layers, precisions=[1.0, 1.0, label_precision],
+                              label_energy=label_energy)
         shape, x = [2, 8, 8], torch.randn(16, 2, 8, 8, dtype=torch.float64)
     m = PCNModule(network, Inference(T_infer=1, eta_infer=1.0, schedule="sequential", latent_init="feedforward"),
                   learning=Learning(weight_errors="on_arrival"), input_shape=shape, output_dim=4).double()
@@ -428,7 +430,9 @@ def test_errors_on_arrival_give_backprops_gradient_exactly(layers, label_precisi
     pairs = m.local_gradients(x, y)
     params = [p for p, _ in pairs]
     assert len(params) == len(list(m.parameters()))
-    loss = 0.5 * (torch.nn.functional.one_hot(y, 4).double() - twin_forward(m.net, m.net.batch_input(x))).pow(2).sum()
+    scores = twin_forward(m.net, m.net.batch_input(x), logits=True)
+    loss = (torch.nn.functional.cross_entropy(scores, y, reduction="sum") if label_energy == "categorical"
+            else 0.5 * (torch.nn.functional.one_hot(y, 4).double() - scores).pow(2).sum())
     bp = torch.autograd.grad(loss, params)
     for (p, g), b in zip(pairs, bp):
         assert torch.allclose(g, label_precision * b, rtol=1e-9, atol=1e-12), p.shape

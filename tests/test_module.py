@@ -156,3 +156,57 @@ def test_adam_eps_and_betas_reach_the_optimizer_and_are_checked():
     for bad in ([0.9], [0.9, 1.0], "0.9"):
         with pytest.raises(ConfigError, match="adam_betas must be two numbers"):
             Learning(adam_betas=bad)
+
+
+def test_the_guard_reads_the_energies_learning_read():
+    """One sweep at eta 1 with grown weights ends far above where it started. With errors
+    on arrival that end state is not what learning reads: the guard checks (and the logs
+    show) the energies of the errors on arrival, and does not ask inference to lower
+    the energy; with settled errors the guard stops the run."""
+    from pcn_lightning.errors import DivergenceError
+
+    sweep = dict(dims=[12, 10, 10], output_dim=4, activations="tanh", T_infer=1, eta_infer=1.0,
+                 schedule="sequential", latent_init="feedforward", direction="discriminative", optimizer="sgd")
+    x, y = torch.randn(8, 12) * 0.1, torch.randint(0, 4, (8,))
+    for weight_errors in ("on_arrival", "settled"):
+        torch.manual_seed(0)
+        m = PCNModule.from_flat(**sweep, weight_errors=weight_errors)
+        with torch.no_grad():
+            for t in m.net.terms:
+                t.map.weight.mul_(3.0)
+        opt = m.configure_optimizers()
+        m.optimizers, m.log = (lambda: opt), (lambda *a, **k: None)
+        if weight_errors == "on_arrival":
+            settled, result = m.settle_for_learning(x, y)
+            assert result.learned_energies.sum() < m.net.energies(result.errors).sum() / 5
+            m.training_step((x, y), 0)
+            assert torch.allclose(m.last_term_energies, result.learned_energies / 8)
+        else:
+            with pytest.raises(DivergenceError, match="inference diverged"):
+                m.training_step((x, y), 0)
+
+
+@pytest.mark.parametrize("label_energy", ["gaussian", "categorical"])
+def test_errors_on_arrival_learn_what_the_twin_learns(label_energy):
+    """Through the modules themselves: a PCN learning from errors on arrival hands the
+    optimizer the gradient its backprop twin's loss has (squared error for a Gaussian
+    label, cross-entropy of the logits for a categorical one: the twin's default)."""
+    from pcn_lightning import NetworkSpec
+    from pcn_lightning.settings import Inference, Learning
+
+    torch.manual_seed(0)
+    network = NetworkSpec(direction="discriminative", dims=[12, 10, 8], activations="tanh", label_energy=label_energy)
+    pc = PCNModule(network, Inference(T_infer=1, eta_infer=1.0, schedule="sequential", latent_init="feedforward"),
+                   learning=Learning(weight_errors="on_arrival"), input_shape=[12], output_dim=4).double()
+    twin = BackpropTwin(network, input_shape=[12], output_dim=4).double()
+    assert twin.loss_name == ("ce" if label_energy == "categorical" else "mse")
+    twin.load_state_dict(pc.state_dict(), strict=False)
+    twin.log = lambda *a, **k: None
+    x, y = torch.randn(16, 12, dtype=torch.float64), torch.randint(0, 4, (16,))
+    pairs = pc.local_gradients(x, y)
+    bp = torch.autograd.grad(twin.training_step((x, y), 0), list(twin.net.parameters()))
+    assert len(pairs) == len(bp)
+    for (_, g), b in zip(pairs, bp):
+        assert torch.allclose(g / 16, b, rtol=1e-9, atol=1e-12)
+    with pytest.raises(Exception, match="cross-entropy"):
+        BackpropTwin(NetworkSpec(direction="discriminative", dims=[12, 8], label_energy="categorical"), loss="mse")
