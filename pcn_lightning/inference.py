@@ -51,7 +51,6 @@ class SettleResult:
     steps: int  # inference steps taken (< T_infer when stopped early)
     active: list[bool]  # which terms settling handled
     start: Optional[Tensor] = None  # (n_terms,) energies before the first step
-    learned_energies: Optional[Tensor] = None  # (n_terms,) of the errors learning read, where not the settled ones
 
 
 def reference_step(net: PCNetwork, xs: Sequence[Tensor], free: Sequence[bool], eta: float,
@@ -184,12 +183,16 @@ def reference_sweep(net: PCNetwork, xs: Sequence[Tensor], free: Sequence[bool], 
 
 
 def sweep_in_place(net: PCNetwork, xs: Sequence[Tensor], free: Sequence[bool], eta,
-                   buffers: "ErrorBuffers", before_node: Optional[Callable[[int, list], None]] = None) -> None:
+                   buffers: "ErrorBuffers", before_node: Optional[Callable[[int, list], None]] = None,
+                   repredict: bool = True) -> None:
     """The sequential step in place: after each node moves, only the errors of the
     terms that touch it are refreshed (the prediction of a term it sources, the
     error of a term that predicts it, whose prediction was made when its own source
     last moved), so a sweep costs what a parallel step does.
-    `before_node(j, errors)` sees the errors just before node j moves."""
+    `before_node(j, errors)` sees the errors just before node j moves. With `repredict`
+    False the predictions a moved node makes are not made again: each term keeps its
+    error on arrival (its target has moved, its source not yet; the last sweep of
+    errors on arrival, whose end state nothing reads)."""
     etas = eta if isinstance(eta, (list, tuple)) else [eta] * len(xs)
     for j in net.sweep_from_label:
         if free[j]:
@@ -197,12 +200,13 @@ def sweep_in_place(net: PCNetwork, xs: Sequence[Tensor], free: Sequence[bool], e
                 before_node(j, buffers.errors)
             step_node_(net, j, xs[j], etas[j], buffers.errors)
             buffers.refresh(xs, net.targets_of[j], predict=False)
-            buffers.refresh(xs, net.sources_of[j])
+            if repredict:
+                buffers.refresh(xs, net.sources_of[j])
 
 
 def settle(net: PCNetwork, xs: list[Tensor], free: Sequence[bool], settings: Inference,
            record: bool = False, predictions: Optional[dict] = None,
-           before_node: Optional[Callable[[int, list], None]] = None) -> SettleResult:
+           before_node: Optional[Callable[[int, list], None]] = None, repredict: bool = True) -> SettleResult:
     """Up to `settings.T_infer` inference steps on the free latents of `xs` (in place).
 
     Terms whose free target is a leaf are dropped (see `PCNetwork.active_terms`) and
@@ -213,7 +217,9 @@ def settle(net: PCNetwork, xs: list[Tensor], free: Sequence[bool], settings: Inf
     the last tenth of the steps is below it (that check syncs with the host).
     `predictions` (from `initial_state`) are the current state's predictions, reused.
     `before_node(j, errors)` (sequential schedule) sees the errors just before node j
-    moves (the errors a term has when the sweep reaches its source: `rules.OnArrival`).
+    moves (the errors a term has when the sweep reaches its source: `rules.OnArrival`);
+    `repredict` False (sequential schedule) leaves every term at its error on arrival:
+    the returned errors' values (eps, h) are those, while their sources have moved.
     """
     active = net.active_terms(free)
     T, eta, tol = settings.T_infer, settings.eta_infer, settings.settle_tol
@@ -233,7 +239,7 @@ def settle(net: PCNetwork, xs: list[Tensor], free: Sequence[bool], settings: Inf
             if compiled:
                 xs[:], errors = step(net, xs, errors, free, eta, active)
             elif settings.schedule == "sequential":
-                sweep_in_place(net, xs, free, eta, buffers, before_node)  # the buffers stay current
+                sweep_in_place(net, xs, free, eta, buffers, before_node, repredict)  # the buffers stay current
             else:
                 step_in_place(net, xs, free, eta, errors)
                 errors = buffers.update(xs)

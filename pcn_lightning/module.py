@@ -124,16 +124,18 @@ class PCNModule(ModelBase):
     @torch.no_grad()
     def settle_batch(self, x: Tensor, y: Optional[Tensor], settings: Optional[Inference] = None,
                      record: bool = False, generator: Optional[torch.Generator] = None,
-                     per_sample_seeds: bool = False, before_node=None) -> tuple[list[Tensor], SettleResult]:
+                     per_sample_seeds: bool = False, before_node=None,
+                     repredict: bool = True) -> tuple[list[Tensor], SettleResult]:
         """Settle a batch; `y` (class indices) clamps the label, None leaves it free.
-        `before_node`: see `inference.settle`."""
+        `before_node`, `repredict`: see `inference.settle`."""
         settings = settings or self.inference
         self._refresh_precisions()
         x = self.net.batch_input(x)
         seeds = seeding.sample_seeds(self.seed, x) if per_sample_seeds else None
         start = self.net.initial_state(x, None if y is None else self._label(y, x), settings.latent_init,
                                        settings.latent_init_std, generator, seeds)
-        return start.xs, settle(self.net, start.xs, start.free, settings, record, start.predictions, before_node)
+        return start.xs, settle(self.net, start.xs, start.free, settings, record, start.predictions, before_node,
+                                repredict)
 
     def settle_probe(self, x: Tensor, y: Tensor, generator: torch.Generator) -> tuple[list[Tensor], SettleResult]:
         """A diagnostic settle like training's (label clamped), recording every step."""
@@ -147,9 +149,11 @@ class PCNModule(ModelBase):
         that some rules need runs on first use)."""
         gen = seeding.training_generator(self.seed, self.global_step, self.global_rank)
         arrival = rules.OnArrival(self.net) if self.learning.weight_errors == "on_arrival" else None
-        xs, result = self.settle_batch(x, y, generator=gen, before_node=None if arrival is None else arrival.before_node)
-        if arrival is not None:  # the energies of the errors learning reads
-            result.learned_energies = arrival.energies(result.errors)
+        if arrival is None:
+            xs, result = self.settle_batch(x, y, generator=gen)
+        else:  # the sweep's end state is never read: a moved node's predictions are not made again, and
+            # every term keeps its error on arrival (what learning reads, logs show and the guard checks)
+            xs, result = self.settle_batch(x, y, generator=gen, before_node=arrival.before_node, repredict=False)
 
         def label_free_state() -> list[Tensor]:
             g = seeding.training_generator(self.seed, self.global_step, self.global_rank, 1)
@@ -167,10 +171,9 @@ class PCNModule(ModelBase):
         x, y = batch
         B = x.shape[0]
         settled, result = self.settle_for_learning(x, y)
-        if result.learned_energies is None:
-            per_term, start = self.net.energies(result.errors) / B, result.start / B
-        else:  # errors on arrival: one sweep by design, its end state unused
-            per_term, start = result.learned_energies / B, None
+        per_term = self.net.energies(result.errors) / B
+        # errors on arrival learn from one sweep by design: no settle whose energy must fall
+        start = None if self.learning.weight_errors == "on_arrival" else result.start / B
         self.guard.check(per_term, start, self.term_names, self.global_step)
         opt = self.optimizers()
         with torch.no_grad():

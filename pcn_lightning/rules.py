@@ -200,8 +200,9 @@ class OnArrival:
     """Z-IL's timing (Song et al. 2020, "Can the brain do backpropagation?"): each term
     learns from its error at the moment the sweep reaches its source node, before that
     node moves. `before_node` (for `inference.settle`) records each such term's
-    dE/dtheta (`grads`, read by `Hebbian`) and energy then. Terms whose source never
-    moves (the data's) are not recorded: their settled error is the one on arrival.
+    dE/dtheta then (`grads`, read by `Hebbian`: the map's source is about to move in
+    place, so its gradient cannot wait). Terms whose source never moves (the data's)
+    are not recorded: their settled error is the one on arrival.
 
     Why: from the feedforward state, one sequential sweep at eta 1 moves each latent by
     J^T h of the node above, so its error on arrival is exactly backprop's delta (times
@@ -212,20 +213,11 @@ class OnArrival:
     def __init__(self, net: PCNetwork) -> None:
         self.net = net
         self.grads: dict = {}
-        self.energy: dict = {}
 
     def before_node(self, j: int, errors: list) -> None:
         for k in self.net.sources_of[j]:
             if errors[k] is not None and k not in self.grads:
-                t = self.net.terms[k]
-                self.grads[k] = t.weight_grads(errors[k])
-                self.energy[k] = t.energy(errors[k])
-
-    def energies(self, settled: Sequence[Optional[TermErrors]]) -> Tensor:
-        """Each term's energy when the sweep reached its source (the errors learning read;
-        the settled one for terms not recorded)."""
-        out = self.net.energies(settled)
-        return torch.stack([self.energy.get(k, e) for k, e in enumerate(out)])
+                self.grads[k] = self.net.terms[k].weight_grads(errors[k])
 
 
 def rules_for(net: PCNetwork, learning, predictive_log_precision: Optional[nn.Parameter] = None) -> list[Rule]:
