@@ -36,6 +36,10 @@ def precision(nu: float) -> list[str]:
 PRECISION = precision(1.0)
 EIGHT = ["--data.classes", "[0, 1, 2, 3, 4, 5, 6, 7]"]
 
+# the conv config's recipe until 2026-12-03: T 8 parallel steps, learning from the settled errors
+SETTLED_CONV = ["--model.schedule", "parallel", "--model.eta_infer", "0.1", "--model.weight_errors", "settled",
+                "--model.precisions", "[1.0, 1.0, 1.0, 0.01]"]
+
 RUNS = {
     # name: (config, extra args, description)
     "pcn_discriminative": ("configs/fashion_mnist.yaml", [], "PCN, discriminative (configs/fashion_mnist.yaml: T_infer 4)"),
@@ -79,12 +83,13 @@ RUNS = {
                    "residual PCN, 64 hidden layers of 128, muPC, 8 sequential sweeps (configs/fashion_mnist_deep.yaml)"),
     "twin_deep64": ("configs/fashion_mnist_deep.yaml", ["--model.class_path", "pcn_lightning.BackpropTwin"],
                     "its backprop twin"),
-    "pcn_conv": ("configs/fashion_mnist_conv.yaml", [], "conv PCN (configs/fashion_mnist_conv.yaml)"),
+    "pcn_conv": ("configs/fashion_mnist_conv.yaml", [],
+                 "conv PCN (configs/fashion_mnist_conv.yaml: one sweep, errors on arrival)"),
     "twin_conv": ("configs/fashion_mnist_conv.yaml", ["--model.class_path", "pcn_lightning.BackpropTwin"],
                   "backprop twin of the conv PCN (same blocks, init, AdamW, lr, epochs)"),
-    "pcn_conv_T4": ("configs/fashion_mnist_conv.yaml", ["--model.T_infer", "4"], "conv PCN, T_infer 4"),
-    "pcn_conv_T8": ("configs/fashion_mnist_conv.yaml", ["--model.T_infer", "8"], "conv PCN, T_infer 8"),
-    "pcn_conv_T20": ("configs/fashion_mnist_conv.yaml", ["--model.T_infer", "20"], "conv PCN, T_infer 20"),
+    **{f"pcn_conv_T{T}": ("configs/fashion_mnist_conv.yaml", [*SETTLED_CONV, "--model.T_infer", str(T)],
+                          f"conv PCN, the settled recipe at T_infer {T} (parallel, eta 0.1, label precision 0.01)")
+       for T in (4, 8, 20)},
 }
 
 

@@ -33,7 +33,7 @@ def test_cifar_vgg5_configs_train_on_fixtures(config, name, tmp_path, monkeypatc
     root = make_cifar(tmp_path / "data", name, n_per_file=24)
     monkeypatch.chdir(tmp_path)
     rc = cli.main(["--config", str(REPO / f"configs/{config}.yaml"), "--data.data_dir", str(root), "--data.download", "false",
-                   "--data.val_size", "8", "--data.batch_size", "8", "--model.T_infer", "2", *TINY])
+                   "--data.val_size", "8", "--data.batch_size", "8", *TINY])
     assert rc == 0
     ckpt = torch.load(next(tmp_path.rglob("last.ckpt")), weights_only=False)
     shapes = {k: tuple(v.shape) for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
