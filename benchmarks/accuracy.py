@@ -99,16 +99,25 @@ def scalars(run_dir: Path) -> dict[str, list[float]]:
     return {t: [e.value for e in ea.Scalars(t)] for t in ea.Tags()["scalars"]}
 
 
-def label_clamped_accuracy(ckpt: Path) -> float:
-    """The seed's protocol: settle with the label clamped, then read the readout (a leak)."""
-    from pcn_lightning.checkpoints import load_module
+def label_clamped_accuracy(ckpt: Path, data_dir: str | None = None) -> float:
+    """The seed's protocol: settle with the label clamped, then read the readout (a leak).
+
+    The test split is the one the checkpoint was trained beside (its saved data
+    settings: dataset, normalization, classes); `data_dir` overrides its folder."""
+    from pcn_lightning.checkpoints import load_checkpoint, load_module
     from pcn_lightning.data import PCNDataModule
+    from pcn_lightning.generation import label_term
 
     m = load_module(ckpt, ("PCNModule",))  # weights-only
-    dm = PCNDataModule("fashion_mnist", batch_size=500)
+    saved = {k: v for k, v in (load_checkpoint(ckpt).get("datamodule_hyper_parameters") or {"dataset": "fashion_mnist"}).items()
+             if not k.startswith("_")}
+    if data_dir is not None:
+        saved["data_dir"] = data_dir
+    saved.update(batch_size=500, eval_batch_size=500, augment=False)
+    dm = PCNDataModule(**saved)
     dm.setup("test")
     correct = total = 0
-    readout = m.net.terms[-1]  # the label's term: the readout R on the top latent
+    readout = m.net.terms[label_term(m.net)]  # the label's term: what predicts the label from its source
     for i, (x, y) in enumerate(dm.test_dataloader()):
         xs, _ = m.settle_batch(x, y, m.eval_inference, generator=torch.Generator().manual_seed(i))
         pred = readout.map.predict(xs[readout.source])[0].argmax(1)

@@ -49,6 +49,10 @@ def linked_output_dim(dataset: str, data_dir) -> int:
     return vocab_size_of(data_dir) if dataset == "shakespeare_char" else num_classes_of(dataset, data_dir)
 
 
+# what every config builds on: read before the --config given (see the file)
+BASE_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "base.yaml"
+
+
 class PCNCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
         sources = ("data.init_args.dataset", "data.init_args.data_dir")
@@ -248,7 +252,8 @@ def main(args: Optional[list[str]] = None) -> int:
             run=False,
             args=args,
             save_config_kwargs={"overwrite": False},
-            parser_kwargs={"default_env": False, "exit_on_error": False},
+            parser_kwargs={"default_env": False, "exit_on_error": False,
+                           "default_config_files": [str(BASE_CONFIG)] if BASE_CONFIG.is_file() else []},
         )
         if cli.config.get("print_config"):
             return 0

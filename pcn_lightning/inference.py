@@ -20,7 +20,7 @@ layer in one sweep, where a parallel one moves it one layer per step (and with
 a small step, diffuses it: errors far from the label stay near zero for long).
 From the feedforward state with a small label precision, L sequential steps at
 eta 1 bring every layer of an L-layer chain to its equilibrium error, which is
-backprop's up to scale (Whittington & Bogacz 2017; tests/test_equations.py):
+backprop's up to scale (Whittington & Bogacz 2017; tests/unit/test_equations.py):
 what deep networks need (see benchmarks/ACCURACY.md, depth).
 
 Step sizes: one eta_infer for every node ("fixed"), or eta_infer divided by a

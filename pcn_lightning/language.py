@@ -184,7 +184,7 @@ class TemporalPCNModule(CharModelBase):
             clamp: the output error p - y is O(1), so at precision 1 the settled latent
             moves far from its prediction and the readout's update (taken there) turns
             away from backprop's gradient; weakly clamped, every update points along it
-            (tests/test_language.py). Normalized steps divide by a bound that grows as
+            (tests/unit/test_language.py). Normalized steps divide by a bound that grows as
             precision x ||W_out||^2, so as training grows the readout's weights the
             clamp must be weaker than the initial weights need (0.01 in the shipped
             config). Adam rescales the updates (mind its floor and memory: the lower

@@ -208,7 +208,7 @@ class OnArrival:
     J^T h of the node above, so its error on arrival is exactly backprop's delta (times
     the label's precision); by the end of the sweep the node below has moved too and
     the settled error is (I - f' J J^T f') times it, which turns away from backprop's
-    and flips sign once ||J||^2 > 2 (tests/test_equations.py)."""
+    and flips sign once ||J||^2 > 2 (tests/unit/test_equations.py)."""
 
     def __init__(self, net: PCNetwork) -> None:
         self.net = net

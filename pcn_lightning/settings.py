@@ -137,7 +137,7 @@ class Learning:
             Song et al. 2020). "on_arrival" needs one sequential sweep from the
             feedforward state (schedule sequential, T_infer 1, latent_init
             feedforward); at eta_infer 1 (fixed steps) its updates are backprop's
-            gradients times the label's precision, exactly (tests/test_equations.py).
+            gradients times the label's precision, exactly (tests/unit/test_equations.py).
         eta_amort: learning rate of the amortizer (amortized networks).
         learn_precision: learn each term's precision by its own local rule.
         precision_shape: "scalar" (one precision per term) or "unit" (one per

@@ -1,17 +1,56 @@
-"""Shared fixtures: tiny datasets written in the real on-disk formats."""
+"""Shared helpers and fixtures: tiny datasets written in the real on-disk formats,
+and train.py run in a fresh interpreter (`run_train`) or in this one (`train`)."""
 
 from __future__ import annotations
 
 import gzip
+import os
 import pickle
 import struct
+import subprocess
+import sys
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pytest
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+class Finished(NamedTuple):
+    """A train.py run's outcome, in subprocess.CompletedProcess's names."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_train(args, cwd, timeout=300) -> subprocess.CompletedProcess:
+    """`python train.py ARGS` in a fresh interpreter, as a user runs it: for what only a
+    process shows (signals, DDP workers, exit codes, interpreter start-up)."""
+    env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONWARNINGS="ignore")
+    return subprocess.run([sys.executable, str(REPO / "train.py"), *map(str, args)],
+                          cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def train(monkeypatch, capsys):
+    """train.py's `main` in this process, from the folder `cwd`: the same parsing,
+    checks, Trainer and exit code as `run_train`, without starting an interpreter."""
+    from pcn_lightning import cli
+
+    def call(args, cwd) -> Finished:
+        monkeypatch.chdir(cwd)
+        capsys.readouterr()
+        try:
+            rc = cli.main([str(a) for a in args])
+        except SystemExit as exc:  # --print_config, --help
+            rc = exc.code if isinstance(exc.code, int) else 0
+        out = capsys.readouterr()
+        return Finished(rc, out.out, out.err)
+    return call
 
 
 def write_idx(path: Path, array: np.ndarray) -> None:
@@ -82,6 +121,24 @@ def write_image_folder(root, classes=("b_cat", "a_dog", "c_eel"), n=(3, 2), size
                 arr = np.clip(40 * k + rng.integers(0, 30, (size[1], size[0], channels)), 0, 255).astype(np.uint8)
                 Image.fromarray(arr[:, :, 0] if channels == 1 else arr, mode).save(d / f"{i}.{ext}")
     return root
+
+
+def make_cifar_folder(root, classes, n=(2, 1)):
+    """A CIFAR-shaped image folder (32x32 PNG) with the given class names."""
+    return write_image_folder(root, classes=classes, n=n, size=(32, 32))
+
+
+SHAKESPEARE_TEXT = ("First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n"
+        "First Citizen:\nYou are all resolved rather to die than to famish?\n\n") * 12
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    """A tiny Tiny-Shakespeare-like corpus (input.txt) in its own folder."""
+    path = tmp_path / "shakespeare" / "input.txt"
+    path.parent.mkdir()
+    path.write_text(SHAKESPEARE_TEXT)
+    return path
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ whose transpose depends on x (a pre-activation, a max-pool) keeps what it needs
 
 A new primitive is a subclass with these methods, registered with
 `@register("name")`; the network description (`layers:` in a config) refers to it
-by that name, and tests/test_primitives.py checks every registered primitive's
+by that name, and tests/unit/test_primitives.py checks every registered primitive's
 rules against autograd through its `example()`.
 """
 

@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from pcn_lightning import NetworkSpec, PCNModule, build_network, seeding
-from pcn_lightning.activations import ACTIVATIONS
 from pcn_lightning.rules import precision_free_energy, precision_gradient
 
 

@@ -3,32 +3,16 @@ rules against autograd, no label in validation inference, training through
 train.py (PC and its BPTT twin), sampling."""
 
 import hashlib
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-from pcn_lightning import cli
 from pcn_lightning.language import TemporalPCNModule, TemporalTwin
 from pcn_lightning.settings import Inference
 from pcn_lightning.text import MD5, ShakespeareCharDataModule
-from tests.conftest import REPO
+from tests.conftest import REPO, SHAKESPEARE_TEXT as TEXT
 
 SHARED = REPO.parent / "shared" / "data" / "tinyshakespeare" / "input.txt"
-TEXT = ("First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n"
-        "First Citizen:\nYou are all resolved rather to die than to famish?\n\n") * 12
-
-
-@pytest.fixture
-def corpus(tmp_path):
-    path = tmp_path / "shakespeare" / "input.txt"
-    path.parent.mkdir()
-    path.write_text(TEXT)
-    return path
-
-
 def test_split_and_contiguous_streams(corpus):
     dm = ShakespeareCharDataModule(data_dir=str(corpus.parent), batch_size=3, seq_len=5)
     dm.setup()
@@ -166,19 +150,3 @@ def test_validation_never_sees_the_targets(corpus):
     a = predictions(y)
     b = predictions(y[:, torch.randperm(12)])
     assert torch.equal(a, b)
-
-
-@pytest.mark.parametrize("model", ["pcn_lightning.TemporalPCNModule", "pcn_lightning.TemporalTwin"])
-def test_trains_through_train_py_and_samples(model, corpus, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    args = ["--config", str(REPO / "configs/shakespeare_char.yaml"), "--data.data_dir", str(corpus.parent),
-            "--data.batch_size", "4", "--data.seq_len", "16", "--trainer.max_epochs", "2",
-            "--trainer.val_check_interval", "1.0", "--trainer.enable_progress_bar", "false",
-            "--model.class_path", model, "--model.hidden", "16"]
-    assert cli.main(args) == 0
-    ckpt = next(tmp_path.rglob("best-*.ckpt"))
-    r = subprocess.run([sys.executable, "-m", "pcn_lightning.sample", "--ckpt", str(ckpt), "--prompt", "All:",
-                        "--chars", "40", "--seed", "1"], capture_output=True, text=True, cwd=REPO, timeout=120)
-    assert r.returncode == 0, r.stderr[-2000:]
-    assert r.stdout.startswith("All:") and len(r.stdout.rstrip("\n")) >= 40
-    assert set(r.stdout.rstrip("\n")) <= set(TEXT)

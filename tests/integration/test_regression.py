@@ -11,7 +11,7 @@ from pcn_lightning import cli
 from tests.regression.fingerprint import (CPU_CAPABILITY, RECORDED_WITH, RUNS, THREADS, fingerprint,
                                           relative_distance, run_args)
 
-REFERENCE = json.loads((Path(__file__).parent / "regression" / "reference_30_steps.json").read_text())
+REFERENCE = json.loads((Path(__file__).parents[1] / "regression" / "reference_30_steps.json").read_text())
 
 
 def old_name(module_key: str, named: dict) -> str:

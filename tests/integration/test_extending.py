@@ -1,6 +1,6 @@
 """Adding a primitive needs one class and its registration, nothing else: a
 trivial one (an elementwise scale with a learned vector) defined here is checked
-by the generic autograd test (tests/test_primitives.py runs every registered
+by the generic autograd test (tests/unit/test_primitives.py runs every registered
 primitive) and trains through the real entry point without touching the module."""
 
 from typing import Any

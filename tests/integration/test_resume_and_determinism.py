@@ -1,10 +1,8 @@
 """Reliability: exact resume, determinism, the divergence guard, clear errors."""
 
-import pytest
 import torch
 
 from tests.conftest import REPO
-from tests.test_cli import run_train
 
 TINY = [
     "--config", str(REPO / "configs/smoke.yaml"),
@@ -21,18 +19,18 @@ def final_state(run_dir):
     return ckpt["state_dict"], ckpt
 
 
-def test_resume_mid_epoch_is_bitwise_exact(tmp_path, fmnist_session_dir):
+def test_resume_mid_epoch_is_bitwise_exact(tmp_path, fmnist_session_dir, train):
     every = ["--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",
              "--trainer.callbacks.every_n_train_steps", "5", "--trainer.callbacks.save_top_k", "-1",
              "--trainer.callbacks.dirpath", str(tmp_path / "steps"), "--trainer.callbacks.filename", "{step}"]
     args = TINY + ["--data.data_dir", str(fmnist_session_dir), "--trainer.max_epochs", "3"]
-    r = run_train(args + every, tmp_path)
+    r = train(args + every, tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     full, _ = final_state(tmp_path / "logs/smoke/version_0")
     mid = tmp_path / "steps" / "step=10.ckpt"  # epoch 1, batch 2 of 8: mid-epoch
     assert mid.exists(), sorted(p.name for p in (tmp_path / "steps").iterdir())
     assert torch.load(mid, weights_only=False)["epoch"] == 1
-    r2 = run_train(args + ["--ckpt_path", str(mid)], tmp_path)
+    r2 = train(args + ["--ckpt_path", str(mid)], tmp_path)
     assert r2.returncode == 0, r2.stderr[-3000:]
     resumed, ckpt = final_state(tmp_path / "logs/smoke/version_1")
     assert ckpt["global_step"] == 24
@@ -40,13 +38,13 @@ def test_resume_mid_epoch_is_bitwise_exact(tmp_path, fmnist_session_dir):
         assert torch.equal(full[k], resumed[k]), k
 
 
-def test_same_seed_same_weights(tmp_path, fmnist_session_dir):
+def test_same_seed_same_weights(tmp_path, fmnist_session_dir, train):
     args = TINY + ["--data.data_dir", str(fmnist_session_dir), "--trainer.max_epochs", "1"]
-    assert run_train(args, tmp_path).returncode == 0
-    assert run_train(args, tmp_path).returncode == 0
+    assert train(args, tmp_path).returncode == 0
+    assert train(args, tmp_path).returncode == 0
     a, _ = final_state(tmp_path / "logs/smoke/version_0")
     b, _ = final_state(tmp_path / "logs/smoke/version_1")
     assert all(torch.equal(a[k], b[k]) for k in a)
-    assert run_train(args + ["--seed_everything", "1", "--model.init_args.seed", "1"], tmp_path).returncode == 0
+    assert train(args + ["--seed_everything", "1", "--model.init_args.seed", "1"], tmp_path).returncode == 0
     c, _ = final_state(tmp_path / "logs/smoke/version_2")
     assert not all(torch.equal(a[k], c[k]) for k in a)

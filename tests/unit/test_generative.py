@@ -1,7 +1,6 @@
 """The generative model: generation, classification by energy, no label in evaluation."""
 
 import lightning as L
-import pytest
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator

@@ -4,7 +4,6 @@ a real training run writes every panel to TensorBoard under the documented tags.
 import warnings
 
 import lightning as L
-import pytest
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator

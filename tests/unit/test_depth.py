@@ -5,8 +5,7 @@ pass the autograd checks, and a 16-layer residual PCN trains through train.py.""
 import pytest
 import torch
 
-from pcn_lightning import NetworkSpec, build_network, cli
-from tests.conftest import REPO
+from pcn_lightning import NetworkSpec, build_network
 
 
 def residual(depth: int, parametrization: str, width: int = 128) -> NetworkSpec:
@@ -60,18 +59,6 @@ def test_parametrized_residual_network_rules_equal_autograd():
     assert all(s == pytest.approx(1 / (6 * 6) ** 0.5) for s in scales[1:-1])  # L = 6 weight layers (jpc)
 
 
-def test_sixteen_layer_residual_pcn_trains_through_train_py(tmp_path, monkeypatch, fmnist_session_dir):
-    monkeypatch.chdir(tmp_path)
-    layers = ("[{flatten: {}, dense: {units: 32}}, {dense: {units: 32, pre_activation: relu}, skip: true, repeat: 15}, "
-              "{dense: {pre_activation: relu}}]")
-    rc = cli.main(["--config", str(REPO / "configs/fashion_mnist_deep.yaml"), "--data.data_dir", str(fmnist_session_dir),
-                   "--model.layers", layers, "--model.T_infer", "16", "--data.val_size", "64", "--data.batch_size", "32",
-                   "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "3", "--trainer.limit_val_batches", "1",
-                   "--trainer.limit_test_batches", "1", "--trainer.enable_progress_bar", "false"])
-    assert rc == 0
-    ckpt = torch.load(next(tmp_path.rglob("last.ckpt")), weights_only=False)
-    assert ckpt["global_step"] == 3
-    assert sum(k.endswith("map.inner.weight") for k in ckpt["state_dict"]) == 15  # the residual layers
 
 
 def test_a_block_sets_its_terms_precision():
