@@ -43,7 +43,7 @@ from pcn_lightning.errors import ConfigError
 from pcn_lightning.network import Node, PCNetwork
 from pcn_lightning.primitives import REGISTRY, Map, Sequential, build_map
 from pcn_lightning.primitives.skip import Residual
-from pcn_lightning.terms import CategoricalTerm, Term
+from pcn_lightning.terms import Term
 
 DIRECTIONS = ("generative", "discriminative")
 PARAMETRIZATIONS = ("standard", "mupc")
@@ -253,12 +253,10 @@ def _discriminative(spec: NetworkSpec, blocks: list[dict], input_shape: tuple, n
         source = data - i  # the data for i = 0, hidden layer i above it
         target = source - 1
         name = "readout" if i == n - 1 else f"layer{i + 1}"
-        if i == n - 1 and spec.label_energy == "categorical":
-            terms.append(CategoricalTerm(name, target, source, m, precisions[i]))
-            continue
         act = get_activation(block.get("activation", "linear") if i < n - 1 else "linear")
-        terms.append(Term(name, target, source, m, act, precisions[i]))
-    return PCNetwork(nodes, terms, description="discriminative")
+        energy = spec.label_energy if i == n - 1 else "gaussian"
+        terms.append(Term(name, target, source, m, act, precisions[i], energy))
+    return PCNetwork(nodes, terms, direction="discriminative")
 
 
 def _mupc_scales(spec: NetworkSpec, blocks: list[dict], input_shape: tuple, num_classes: int) -> Optional[list[float]]:
@@ -301,8 +299,7 @@ def _generative(spec: NetworkSpec, input_dim: int, num_classes: int) -> PCNetwor
     terms = [Term(f"layer{l}", l, l + 1, Dense((dims[l + 1],), dims[l]), get_activation(acts[l]), precisions[l])
              for l in range(L)]
     readout = Dense((dims[L],), num_classes)
-    terms.append(CategoricalTerm("readout", L + 1, L, readout, precisions[L]) if spec.label_energy == "categorical"
-                 else Term("readout", L + 1, L, readout, get_activation("linear"), precisions[L]))
+    terms.append(Term("readout", L + 1, L, readout, get_activation("linear"), precisions[L], spec.label_energy))
     amortizer = []
     if spec.amortized:  # V(l) guesses x(l+1) from x(l): ReLU below the top, linear at the top
         for l in range(L):
@@ -310,7 +307,7 @@ def _generative(spec: NetworkSpec, input_dim: int, num_classes: int) -> PCNetwor
             amortizer.append(Term(f"amort{l}", l + 1, l, Dense((dims[l],), dims[l + 1]), g))
     if spec.parametrization != "standard":
         raise ConfigError("parametrization 'mupc' is built for direction='discriminative' networks")
-    return PCNetwork(nodes, terms, amortizer, description="generative")
+    return PCNetwork(nodes, terms, amortizer, direction="generative")
 
 
 # ------------------------------------------------------------- the twin's path
@@ -323,7 +320,7 @@ def twin_forward(net: PCNetwork, x: torch.Tensor, logits: bool = False) -> torch
     transposes of the top-down maps (h = f(l)(h @ W(l))), then the readout.
     """
     x = net.batch_input(x)
-    if net.description == "discriminative":
+    if net.direction == "discriminative":
         xs = [None] * len(net.nodes)
         xs[net.data] = x
         if not logits:

@@ -12,7 +12,6 @@ is checked against the official class names, whose sorted order is the label ord
 from __future__ import annotations
 
 import gzip
-import os
 import pickle
 import struct
 import zlib

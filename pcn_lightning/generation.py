@@ -16,7 +16,7 @@ Tensor = torch.Tensor
 
 
 def label_term(net: PCNetwork) -> int:
-    return next(k for k, t in enumerate(net.terms) if t.target == net.label)
+    return net.label_term
 
 
 def check_generative(net: PCNetwork) -> None:

@@ -119,12 +119,8 @@ class ErrorBuffers:
             t.errors_into(e, xs[t.target])
 
     def update(self, xs: Sequence[Tensor], first: bool = False) -> list[Optional[TermErrors]]:
-        for k, (t, e) in enumerate(zip(self.net.terms, self.errors)):
-            if e is None:
-                continue
-            if not first and not self.fixed[k]:
-                e.ctx = t.map.predict_into(xs[t.source], e.a)
-            t.errors_into(e, xs[t.target])
+        """Every term's errors on the current xs (`first`: the predictions were just made)."""
+        self.refresh(xs, range(len(self.errors)), predict=not first)
         return self.errors
 
 
@@ -204,6 +200,26 @@ def sweep_in_place(net: PCNetwork, xs: Sequence[Tensor], free: Sequence[bool], e
                 buffers.refresh(xs, net.sources_of[j])
 
 
+def parallel_schedule(net, xs, free, eta, buffers, before_node=None, repredict=True):
+    """One step of every free node from the same errors, then every error again."""
+    def advance(errors):
+        step_in_place(net, xs, free, eta, errors)
+        return buffers.update(xs)
+    return advance
+
+
+def sequential_schedule(net, xs, free, eta, buffers, before_node=None, repredict=True):
+    """One sweep, node by node from the label; the buffers stay current as it goes."""
+    def advance(errors):
+        sweep_in_place(net, xs, free, eta, buffers, before_node, repredict)
+        return buffers.errors
+    return advance
+
+
+# how one inference step moves the free nodes: schedule name -> the step's maker
+SCHEDULE_STEPS = {"parallel": parallel_schedule, "sequential": sequential_schedule}
+
+
 def settle(net: PCNetwork, xs: list[Tensor], free: Sequence[bool], settings: Inference,
            record: bool = False, predictions: Optional[dict] = None,
            before_node: Optional[Callable[[int, list], None]] = None, repredict: bool = True) -> SettleResult:
@@ -234,15 +250,16 @@ def settle(net: PCNetwork, xs: list[Tensor], free: Sequence[bool], settings: Inf
         if settings.step_size != "fixed":
             eta = step_sizes(net, free, active, settings)
         last_checked = net.energies(errors).sum().item() if tol is not None else None
-        step = compiled_step() if compiled else None
+        if compiled:
+            compiled_fn = compiled_step()
+
+            def advance(errors):
+                xs[:], errors = compiled_fn(net, xs, errors, free, eta, active)
+                return errors
+        else:
+            advance = SCHEDULE_STEPS[settings.schedule](net, xs, free, eta, buffers, before_node, repredict)
         for t in range(T):
-            if compiled:
-                xs[:], errors = step(net, xs, errors, free, eta, active)
-            elif settings.schedule == "sequential":
-                sweep_in_place(net, xs, free, eta, buffers, before_node, repredict)  # the buffers stay current
-            else:
-                step_in_place(net, xs, free, eta, errors)
-                errors = buffers.update(xs)
+            errors = advance(errors)
             steps = t + 1
             if record:
                 trace.append(net.energies(errors))

@@ -31,7 +31,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from pcn_lightning.builders import NetworkSpec, build_network, twin_forward
+from pcn_lightning.builders import NetworkSpec, build_network
 from pcn_lightning.errors import ConfigError
 from pcn_lightning.inference import settle
 from pcn_lightning.optim import attached_trainer

@@ -32,11 +32,10 @@ import torch
 from torch import nn
 
 from pcn_lightning.errors import ConfigError
+from pcn_lightning.settings import LATENT_INITS
 from pcn_lightning.terms import Term, TermErrors
 
 Tensor = torch.Tensor
-
-LATENT_INITS = ("random", "zeros", "feedforward", "amortized")
 
 
 @dataclass(frozen=True)
@@ -63,12 +62,14 @@ class PCNetwork(nn.Module):
     guess latents bottom-up and are not part of the energy)."""
 
     def __init__(self, nodes: Sequence[Node], terms: Sequence[Term], amortizer: Sequence[Term] = (),
-                 description: str = "") -> None:
+                 direction: str = "generative") -> None:
         super().__init__()
         self.nodes = list(nodes)
         self.terms = nn.ModuleList(terms)
         self.amortizer = nn.ModuleList(amortizer)
-        self.description = description
+        if direction not in ("generative", "discriminative"):
+            raise ConfigError(f"unknown direction {direction!r}; choose 'generative' or 'discriminative'")
+        self.direction = direction  # which way predictions flow: to the data, or from it to the label
         roles = [n.role for n in self.nodes]
         if roles.count("data") != 1 or roles.count("label") != 1:
             raise ValueError("a network has exactly one data node and one label node")
@@ -78,6 +79,8 @@ class PCNetwork(nn.Module):
         self.targets_of = [[k for k, t in enumerate(self.terms) if t.target == j] for j in range(n)]
         self.sources_of = [[k for k, t in enumerate(self.terms) if t.source == j] for j in range(n)]
         self.latent_order = self._latent_order()
+        # the term that predicts the label (the readout, or the last layer's map)
+        self.label_term = next(k for k, t in enumerate(self.terms) if t.target == self.label)
         self.sweep_from_label = self._order_from(self.label)
         self.sweep_order = self._sweep_order(self.terms)
 

@@ -85,7 +85,7 @@ class LabelFreeReadout(Rule):
 
     def __init__(self, net: PCNetwork) -> None:
         self.net = net
-        self.term = next(k for k, t in enumerate(net.terms) if t.target == net.label)
+        self.term = net.label_term
 
     def parameters(self) -> list[nn.Parameter]:
         return list(self.net.terms[self.term].map.parameters())
@@ -223,9 +223,8 @@ class OnArrival:
 def rules_for(net: PCNetwork, learning, predictive_log_precision: Optional[nn.Parameter] = None) -> list[Rule]:
     """The rules a `Learning` setting asks for: Hebbian for every term (but the label's,
     with `readout_learning: label_free`), the amortizer's, the precisions'."""
-    label_term = next(k for k, t in enumerate(net.terms) if t.target == net.label)
     label_free = learning.readout_learning == "label_free"
-    out: list[Rule] = [Hebbian(net, [k for k in range(len(net.terms)) if not (label_free and k == label_term)])]
+    out: list[Rule] = [Hebbian(net, [k for k in range(len(net.terms)) if not (label_free and k == net.label_term)])]
     if label_free:
         out.append(LabelFreeReadout(net))
     if len(net.amortizer):

@@ -2,7 +2,8 @@
 
 A term joins a source node (the predicting layer) and a target node (the
 predicted one) through a primitive map and an elementwise activation f, and owns
-its precision pi (how much its error counts):
+its precision pi (how much its error counts) and its energy (how the error is
+scored). With the Gaussian energy, the seed's:
 
     a   = map.predict(x_source)
     eps = x_target - f(a)
@@ -13,9 +14,11 @@ its precision pi (how much its error counts):
     dE/dx_source = -map.transpose(h)
     dE/dtheta    = map.weight_grads(h)         (the Hebbian product)
 
-The label is not a special case: in the generative network it is one more node,
-predicted from the top latent by a linear map (the seed's readout R); in the
-discriminative one it is the bottom node.
+The categorical energy (a label's cross-entropy) changes only how eps, h and E are
+read from a and the target; every rule of the map is the same. The label is not a
+special case: in the generative network it is one more node, predicted from the
+top latent by a linear map (the seed's readout R); in the discriminative one it is
+the bottom node.
 """
 
 from __future__ import annotations
@@ -39,105 +42,87 @@ class TermErrors:
     a: Tensor  # pre-activation of the prediction
     ctx: Any  # what the map's rules need (see primitives.base)
     eps: Tensor  # x_target - f(a)
-    h: Tensor  # pi * f'(a) * eps
+    h: Tensor  # pi * f'(a) * eps: minus the energy's gradient in a
 
 
-class Term(nn.Module):
-    """A Gaussian energy term pi/2 ||x_target - f(map(x_source))||^2.
+# ------------------------------------------------------------------ energies
+class Gaussian:
+    """E = 1/2 ||x - f(a)||^2 per sample (before the precision):
+    eps = x - f(a), h = f'(a) eps = -dE/da."""
 
-    The precision pi is a number, or, once learned (`learn_precision`), the exp of a
-    parameter: one for the term ("scalar") or one per predicted value ("unit", a
-    diagonal precision), broadcast over the batch. Learned ones are read after each
-    update (`refresh_precision`), never inside the settle loop.
-    """
+    name = "gaussian"
+    settles_target = True  # the target may be a free latent: it moves by -pi eps
 
-    def __init__(self, name: str, target: int, source: int, map: Map, activation: Activation,
-                 precision: float = 1.0) -> None:
-        super().__init__()
-        self.name = name
-        self.target = target
-        self.source = source
-        self.map = map
-        self.act = activation
-        self.precision = float(precision)
-        self.log_precision: Optional[nn.Parameter] = None
+    def errors(self, act: Activation, a: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
+        eps = x - act.f(a)
+        return eps, (eps if act.is_identity else act.df(a) * eps)
 
-    @property
-    def pi(self):
-        """The precision: a float, or a tensor of the target's per-sample shape (per unit)."""
-        return self.precision
+    def errors_into(self, act: Activation, a: Tensor, x: Tensor, eps: Tensor, h: Tensor) -> None:
+        act.errors_into(a, x, eps, h)
 
-    def learn_precision(self, shape: tuple = ()) -> nn.Parameter:
-        """Make the precision a parameter (its log, starting at the current value);
-        `shape` () for one per term, the target's shape for one per unit."""
-        self.prior_mean = float(self.precision)
-        like = next(self.map.parameters(), torch.zeros(()))
-        self.log_precision = nn.Parameter(torch.full(tuple(shape), float(self.precision), dtype=like.dtype,
-                                                     device=like.device).log())
-        return self.log_precision
+    def h_is_eps(self, act: Activation) -> bool:
+        return act.is_identity
 
-    def refresh_precision(self) -> None:
-        """Read the learned precision after its parameter moved."""
-        if self.log_precision is not None:
-            pi = self.log_precision.detach().exp()
-            self.precision = pi.item() if pi.dim() == 0 else pi
+    def per_value(self, act: Activation, a: Tensor, eps: Tensor) -> Tensor:
+        return 0.5 * eps.square()
 
-    def errors(self, x_target: Tensor, x_source: Tensor, a: Optional[Tensor] = None, ctx: Any = None) -> TermErrors:
-        """The formulas, with fresh tensors (`a`, `ctx`: a prediction already made)."""
-        if a is None:
-            a, ctx = self.map.predict(x_source)
-        eps = x_target - self.act.f(a)
-        h = eps if self.act.is_identity else self.act.df(a) * eps
-        pi = self.pi
-        return TermErrors(a, ctx, eps, h if isinstance(pi, float) and pi == 1.0 else h * pi)
+    def total(self, act: Activation, a: Tensor, eps: Tensor) -> Tensor:
+        return 0.5 * torch.linalg.vector_norm(eps).square()
 
-    def errors_into(self, out: TermErrors, x_target: Tensor) -> None:
-        """The same numbers written into `out`, whose `a` already holds the prediction."""
-        self.act.errors_into(out.a, x_target, out.eps, out.h)
-        if not (isinstance(self.pi, float) and self.pi == 1.0):
-            out.h.mul_(self.pi)
+    def per_sample(self, act: Activation, a: Tensor, eps: Tensor) -> Tensor:
+        return 0.5 * eps.pow(2).flatten(1).sum(1)
 
-    def sub_scaled_error_(self, x: Tensor, err: TermErrors, eta: float) -> None:
-        """x -= eta * pi * eps, in place (the term's pull on its target)."""
-        if isinstance(self.pi, float):
-            x.sub_(err.eps, alpha=eta * self.pi)
-        else:
-            x.addcmul_(err.eps, self.pi, value=-eta)
+    def direct(self, act: Activation, a: Tensor, x: Tensor) -> Tensor:
+        return 0.5 * (x - act.f(a)).square()
 
-    def energy(self, err: TermErrors) -> Tensor:
-        """pi/2 ||eps||^2, summed over the batch."""
-        if isinstance(self.pi, float):
-            return 0.5 * self.pi * torch.linalg.vector_norm(err.eps).square()
-        return 0.5 * (self.pi * err.eps.square()).sum()
+    def source_curvature(self, act: Activation, lipschitz: float) -> float:
+        """Bound of the second derivative in the source, per unit precision, through a
+        map of Lipschitz bound L: (f'max L)^2 (Gauss-Newton)."""
+        return (act.max_slope * lipschitz) ** 2
 
-    def sample_energy(self, err: TermErrors) -> Tensor:
-        """pi/2 ||eps_b||^2 for every sample b, shape (B,)."""
-        if isinstance(self.pi, float):
-            return 0.5 * self.pi * err.eps.pow(2).flatten(1).sum(1)
-        return 0.5 * (self.pi * err.eps.pow(2)).flatten(1).sum(1)
 
-    def shares_h_with_eps(self) -> bool:
-        """h is eps itself (identity activation, precision 1): one buffer serves both."""
-        return self.act.is_identity and isinstance(self.pi, float) and self.pi == 1.0
+class Categorical:
+    """E = -sum_c y_c log softmax(a)_c per sample (before the precision), for a
+    one-hot (or distribution) target y: eps = y - softmax(a), h = eps = -dE/da, so
+    the error is local (target minus prediction, as in the Gaussian energy). Its
+    target must be clamped (a label); when it is free (evaluation) the term is
+    dropped and the node set to softmax(a), the predicted distribution."""
 
-    def pi_max(self) -> float:
-        return self.pi if isinstance(self.pi, float) else float(self.pi.max())
+    name = "categorical"
+    settles_target = False
 
-    def curvature_on_target(self) -> float:
-        """Bound of this term's second derivative in its target: pi."""
-        return self.pi_max()
+    def errors(self, act: Activation, a: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
+        eps = x - torch.softmax(a, 1)
+        return eps, eps
 
-    def curvature_on_source(self) -> float:
-        """Bound of this term's second derivative in its source: pi (f'max L)^2 (Gauss-Newton)."""
-        return self.pi_max() * (self.act.max_slope * self.map.lipschitz_bound()) ** 2
+    def errors_into(self, act: Activation, a: Tensor, x: Tensor, eps: Tensor, h: Tensor) -> None:
+        torch.softmax(a, 1, out=eps)
+        torch.sub(x, eps, out=eps)
+        if h.data_ptr() != eps.data_ptr():
+            h.copy_(eps)
 
-    def weight_grads(self, err: TermErrors) -> list[Tensor]:
-        return self.map.weight_grads(err.h, err.ctx)
+    def h_is_eps(self, act: Activation) -> bool:
+        return True
 
-    def direct_energy(self, x_target: Tensor, x_source: Tensor) -> Tensor:
-        """E written straight from its definition (for autograd in the tests)."""
-        a, _ = self.map.predict(x_source)
-        return 0.5 * (self.pi * (x_target - self.act.f(a)).pow(2)).sum()
+    def per_value(self, act: Activation, a: Tensor, eps: Tensor) -> Tensor:
+        y = eps + torch.softmax(a, 1)  # the target, read back from the error
+        return -(y * torch.log_softmax(a, 1))
+
+    def total(self, act: Activation, a: Tensor, eps: Tensor) -> Tensor:
+        return self.per_value(act, a, eps).sum()
+
+    def per_sample(self, act: Activation, a: Tensor, eps: Tensor) -> Tensor:
+        return self.per_value(act, a, eps).flatten(1).sum(1)
+
+    def direct(self, act: Activation, a: Tensor, x: Tensor) -> Tensor:
+        return -(x * torch.log_softmax(a, 1))
+
+    def source_curvature(self, act: Activation, lipschitz: float) -> float:
+        """The softmax cross-entropy's Hessian in a is at most 1/2: L^2 / 2."""
+        return 0.5 * lipschitz ** 2
+
+
+ENERGIES = {"gaussian": Gaussian(), "categorical": Categorical()}
 
 
 def _softmax(a: Tensor) -> Tensor:
@@ -148,62 +133,125 @@ def _no_slope(a: Tensor) -> Tensor:
     raise NotImplementedError("the categorical term's error is taken at the pre-activation (h = pi (y - softmax(a)))")
 
 
+# what a categorical term predicts: f = softmax (its error never uses f')
 SOFTMAX = Activation("softmax", _softmax, _no_slope, low=0.0, high=1.0)
 
 
-class CategoricalTerm(Term):
-    """A categorical energy for a one-hot (or distribution) target: the negative
-    log-likelihood of a softmax prediction,
+# --------------------------------------------------------------------- terms
+class Term(nn.Module):
+    """An energy term pi * E(x_target, f(map(x_source))), E Gaussian (default) or
+    categorical (`energy`).
 
-        E = -pi sum_c y_c log softmax(a)_c          (summed over the batch)
-        eps = y - softmax(a)        h = pi eps = -dE/da
-
-    so the error is local (prediction minus target, as in the Gaussian term) and
-    every rule of the map is unchanged. Its target must be clamped (a label); when
-    the target is free (evaluation) the term is dropped and the node set to
-    softmax(a), the predicted distribution.
+    The precision pi is a tensor: a fixed one (a 0-dim float64 tensor on the CPU,
+    used as a scalar by tensors of any device and dtype), or, once learned
+    (`learn_precision`), the exp of a parameter: one for the term ("scalar") or one
+    per predicted value ("unit", a diagonal precision), broadcast over the batch.
+    Learned ones are read after each update (`refresh_precision`), never inside the
+    settle loop. A precision of exactly one skips its multiplications.
     """
 
-    def __init__(self, name: str, target: int, source: int, map: Map, precision: float = 1.0) -> None:
-        super().__init__(name, target, source, map, SOFTMAX, precision)
+    def __init__(self, name: str, target: int, source: int, map: Map, activation: Activation,
+                 precision: float = 1.0, energy: str = "gaussian") -> None:
+        super().__init__()
+        self.name = name
+        self.target = target
+        self.source = source
+        self.map = map
+        self.energy_fn = ENERGIES[energy]
+        self.act = SOFTMAX if energy == "categorical" else activation
+        self.prior_mean = float(precision)
+        self.log_precision: Optional[nn.Parameter] = None
+        self._set_precision(torch.tensor(float(precision), dtype=torch.float64))
+
+    def _set_precision(self, pi: Tensor) -> None:
+        self._pi = pi
+        self.unit_precision = self.log_precision is None and bool((pi == 1).all())
+        # one per term: its value as a number too, read here once (not in the settle loop),
+        # for the in-place step's scale
+        self._pi_number = float(pi) if pi.dim() == 0 else None
+
+    @property
+    def pi(self) -> Tensor:
+        """The precision: shape (), or the target's per-sample shape (one per unit)."""
+        return self._pi
+
+    def learn_precision(self, shape: tuple = ()) -> nn.Parameter:
+        """Make the precision a parameter (its log, starting at the current value);
+        `shape` () for one per term, the target's shape for one per unit."""
+        like = next(self.map.parameters(), torch.zeros(()))
+        self.log_precision = nn.Parameter(torch.full(tuple(shape), self.prior_mean, dtype=like.dtype,
+                                                     device=like.device).log())
+        self.refresh_precision()
+        return self.log_precision
+
+    def refresh_precision(self) -> None:
+        """Read the learned precision after its parameter moved."""
+        if self.log_precision is not None:
+            self._set_precision(self.log_precision.detach().exp())
 
     def errors(self, x_target: Tensor, x_source: Tensor, a: Optional[Tensor] = None, ctx: Any = None) -> TermErrors:
+        """The formulas, with fresh tensors (`a`, `ctx`: a prediction already made)."""
         if a is None:
             a, ctx = self.map.predict(x_source)
-        eps = x_target - torch.softmax(a, 1)
-        pi = self.pi
-        return TermErrors(a, ctx, eps, eps if isinstance(pi, float) and pi == 1.0 else eps * pi)
+        eps, h = self.energy_fn.errors(self.act, a, x_target)
+        return TermErrors(a, ctx, eps, h if self.unit_precision else h * self.pi)
 
     def errors_into(self, out: TermErrors, x_target: Tensor) -> None:
-        torch.softmax(out.a, 1, out=out.eps)
-        torch.sub(x_target, out.eps, out=out.eps)
-        if out.h.data_ptr() != out.eps.data_ptr():
-            torch.mul(out.eps, self.pi, out=out.h)
-        elif not (isinstance(self.pi, float) and self.pi == 1.0):
+        """The same numbers written into `out`, whose `a` already holds the prediction."""
+        self.energy_fn.errors_into(self.act, out.a, x_target, out.eps, out.h)
+        if not self.unit_precision:
             out.h.mul_(self.pi)
 
     def sub_scaled_error_(self, x: Tensor, err: TermErrors, eta: float) -> None:
-        from pcn_lightning.errors import ConfigError
+        """x -= eta * pi * eps, in place (the term's pull on its target)."""
+        if not self.energy_fn.settles_target:
+            from pcn_lightning.errors import ConfigError
 
-        raise ConfigError(f"{self.name}: a categorical term's target is a label; it must be clamped, not settled")
-
-    def shares_h_with_eps(self) -> bool:
-        return isinstance(self.pi, float) and self.pi == 1.0
-
-    def curvature_on_source(self) -> float:
-        """The softmax cross-entropy's Hessian in a is at most 1/2: pi L^2 / 2."""
-        return self.pi_max() * 0.5 * self.map.lipschitz_bound() ** 2
-
-    def _nll(self, err: TermErrors, target: Optional[Tensor] = None) -> Tensor:
-        y = err.eps + torch.softmax(err.a, 1) if target is None else target
-        return -(y * torch.log_softmax(err.a, 1))
+            raise ConfigError(f"{self.name}: a {self.energy_fn.name} term's target is a label; it must be clamped, "
+                              "not settled")
+        if self._pi_number is not None:
+            x.sub_(err.eps, alpha=eta * self._pi_number)
+        else:
+            x.addcmul_(err.eps, self.pi, value=-eta)
 
     def energy(self, err: TermErrors) -> Tensor:
-        return (self.pi * self._nll(err)).sum()
+        """pi E, summed over the batch."""
+        if self.pi.dim() == 0:
+            e = self.energy_fn.total(self.act, err.a, err.eps)
+            return e if self.unit_precision else e * self._pi_number
+        return (self.pi * self.energy_fn.per_value(self.act, err.a, err.eps)).sum()
 
     def sample_energy(self, err: TermErrors) -> Tensor:
-        return (self.pi * self._nll(err)).flatten(1).sum(1)
+        """pi E for every sample b, shape (B,)."""
+        if self.pi.dim() == 0:
+            e = self.energy_fn.per_sample(self.act, err.a, err.eps)
+            return e if self.unit_precision else e * self._pi_number
+        return (self.pi * self.energy_fn.per_value(self.act, err.a, err.eps)).flatten(1).sum(1)
+
+    def shares_h_with_eps(self) -> bool:
+        """h is eps itself (h = f'(a) eps = eps, precision 1): one buffer serves both."""
+        return self.unit_precision and self.energy_fn.h_is_eps(self.act)
+
+    def pi_max(self) -> float:
+        return float(self.pi.max())
+
+    def curvature_on_target(self) -> float:
+        """Bound of this term's second derivative in its target: pi."""
+        return self.pi_max()
+
+    def curvature_on_source(self) -> float:
+        """Bound of this term's second derivative in its source: pi times the energy's
+        bound through a map of Lipschitz bound L (Gaussian: (f'max L)^2)."""
+        return self.pi_max() * self.energy_fn.source_curvature(self.act, self.map.lipschitz_bound())
+
+    def weight_grads(self, err: TermErrors) -> list[Tensor]:
+        return self.map.weight_grads(err.h, err.ctx)
 
     def direct_energy(self, x_target: Tensor, x_source: Tensor) -> Tensor:
+        """pi E written straight from its definition (for autograd in the tests)."""
         a, _ = self.map.predict(x_source)
-        return -(self.pi * x_target * torch.log_softmax(a, 1)).sum()
+        return (self.pi * self.energy_fn.direct(self.act, a, x_target)).sum()
+
+    def extra_repr(self) -> str:
+        pi = "learned" if self.log_precision is not None else f"{float(self.pi):g}"
+        return f"{self.name}: node {self.source} -> node {self.target}, {self.energy_fn.name}, f={self.act.name}, pi={pi}"

@@ -64,6 +64,14 @@ class Map(nn.Module):
     def out_shape(self) -> Shape:
         raise NotImplementedError
 
+    def extra_repr(self) -> str:
+        """What `print(net)` shows: the per-sample shapes in and out."""
+        try:
+            out = self.out_shape
+        except NotImplementedError:
+            out = "?"
+        return f"{self.in_shape} -> {out}"
+
     # -- the three hand-written rules ------------------------------------------
     def predict(self, x: Tensor) -> tuple[Tensor, Any]:
         raise NotImplementedError
@@ -130,12 +138,6 @@ def spectral_norm(apply, apply_t, shape: Shape, iterations: int = 8, like: Optio
         v = w / w.norm().clamp_min(1e-30)
         w = apply_t(apply(v))
     return w.norm().item() ** 0.5  # one host sync, after the last iteration
-
-
-def check_positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{name} must be a positive integer; got {value!r}")
-    return value
 
 
 def build_map(name: str, in_shape: Shape, args: Any = None) -> Map:

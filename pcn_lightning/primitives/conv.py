@@ -18,7 +18,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from pcn_lightning.errors import ConfigError
-from pcn_lightning.primitives.base import Map, Shape, check_positive_int, register, spectral_norm
+from pcn_lightning.settings import positive_int
+from pcn_lightning.primitives.base import Map, Shape, register, spectral_norm
 
 Tensor = torch.Tensor
 
@@ -34,9 +35,9 @@ class Conv2d(Map):
         super().__init__(in_shape)
         if len(self.in_shape) != 3:
             raise ConfigError(f"conv needs an input of shape (channels, height, width); its source has shape {self.in_shape}")
-        self.channels = check_positive_int("channels", channels)
-        self.kernel = check_positive_int("kernel", kernel)
-        self.stride = check_positive_int("stride", stride)
+        self.channels = positive_int("channels", channels)
+        self.kernel = positive_int("kernel", kernel)
+        self.stride = positive_int("stride", stride)
         if isinstance(padding, bool) or not isinstance(padding, int) or padding < 0:
             raise ConfigError(f"padding must be an integer >= 0; got {padding!r}")
         self.padding = padding

@@ -20,7 +20,8 @@ import torch
 from torch import nn
 
 from pcn_lightning.activations import Activation, get_activation
-from pcn_lightning.primitives.base import Map, Shape, check_positive_int, register, spectral_norm
+from pcn_lightning.settings import positive_int
+from pcn_lightning.primitives.base import Map, Shape, register, spectral_norm
 
 Tensor = torch.Tensor
 
@@ -32,7 +33,7 @@ class Dense(Map):
         super().__init__(in_shape)
         if len(self.in_shape) != 1:
             raise_flat(self.in_shape)
-        self.units = check_positive_int("units", units)
+        self.units = positive_int("units", units)
         self.scale = float(scale)
         self.pre: Optional[Activation] = None
         if pre_activation not in (None, "linear"):

@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 
 from pcn_lightning.errors import ConfigError
-from pcn_lightning.primitives.base import Map, Shape, check_positive_int, register
+from pcn_lightning.settings import positive_int
+from pcn_lightning.primitives.base import Map, Shape, register
 from pcn_lightning.primitives.conv import conv_out
 
 Tensor = torch.Tensor
@@ -29,8 +30,8 @@ class _Pool(Map):
         if len(self.in_shape) != 3:
             raise ConfigError(f"{self.registry_name} needs an input of shape (channels, height, width); "
                               f"its source has shape {self.in_shape}")
-        self.kernel = check_positive_int("kernel", kernel)
-        self.stride = check_positive_int("stride", stride if stride is not None else kernel)
+        self.kernel = positive_int("kernel", kernel)
+        self.stride = positive_int("stride", stride if stride is not None else kernel)
         if isinstance(padding, bool) or not isinstance(padding, int) or not 0 <= padding <= kernel // 2:
             raise ConfigError(f"padding must be an integer in 0..kernel/2; got {padding!r}")
         self.padding = padding

@@ -70,7 +70,7 @@ def test_a_block_sets_its_terms_precision():
     spec.layers[1] = {**spec.layers[1], "precision": 2.0}
     spec.layers[2] = {**spec.layers[2], "precision": 0.1}
     net = build_network(spec, [1, 28, 28], 10)
-    assert [t.precision for t in net.terms] == [1.0, 2.0, 2.0, 2.0, 0.1]
+    assert [float(t.pi) for t in net.terms] == [1.0, 2.0, 2.0, 2.0, 0.1]
     spec.precisions = [1.0] * 5
     with pytest.raises(ConfigError, match="given twice"):
         build_network(spec, [1, 28, 28], 10)
