@@ -71,13 +71,28 @@ class CharModelBase(ModelBase):
         self._state[stage] = (torch.zeros(batch, self.hidden, device=self.device, dtype=dtype),
                               torch.zeros(batch, self.window, dtype=torch.long, device=self.device))
 
-    def context(self, stage: str, chars: Tensor) -> Tensor:
-        """Push the newest input characters into the window; [z(t-1), one-hot window]."""
-        z, win = self._state[stage]
+    def push(self, z: Tensor, win: Tensor, chars: Tensor) -> tuple[Tensor, Tensor]:
+        """The newest input characters pushed into the window: the input [z(t-1), one-hot
+        window] and the new window (a pure function of its arguments)."""
         win = torch.cat([win[:, 1:], chars[:, None]], 1)
-        self._state[stage] = (z, win)
         window = F.one_hot(win, self.vocab_size).to(z.dtype).flatten(1)
-        return torch.cat([z, window], 1) if self.recurrent_input else window
+        return (torch.cat([z, window], 1) if self.recurrent_input else window), win
+
+    def predict_next(self, ctx: Tensor) -> tuple[Tensor, Tensor]:
+        """The prediction sweep from the input `ctx`: the next character's logits and
+        the new recurrent state z(t) (differentiable: the twin backpropagates through it)."""
+        xs = [None] * len(self.net.nodes)
+        xs[self.net.data] = ctx
+        self.net.sweep(xs, self.net.terms, self.net.sweep_order[:-1])
+        readout = self.net.terms[self.net.label_term]
+        return readout.map.predict(xs[readout.source])[0], xs[self.recurrent]
+
+    def context(self, stage: str, chars: Tensor) -> Tensor:
+        """Push the newest input characters into the stage's window; [z(t-1), one-hot window]."""
+        z, win = self._state[stage]
+        ctx, win = self.push(z, win, chars)
+        self._state[stage] = (z, win)
+        return ctx
 
     def set_recurrent(self, stage: str, z: Tensor) -> None:
         self._state[stage] = (z, self._state[stage][1])
@@ -98,13 +113,9 @@ class CharModelBase(ModelBase):
     @torch.no_grad()
     def step_logits(self, stage: str, chars: Tensor) -> Tensor:
         """The next character's logits from the past only (the prediction sweep); moves the state."""
-        ctx = self.context(stage, chars)
-        xs = [None] * len(self.net.nodes)
-        xs[self.net.data] = ctx
-        self.net.sweep(xs, self.net.terms, self.net.sweep_order[:-1])
-        readout = self.net.terms[-1]
-        self.set_recurrent(stage, xs[self.recurrent])
-        return readout.map.predict(xs[readout.source])[0]
+        logits, z = self.predict_next(self.context(stage, chars))
+        self.set_recurrent(stage, z)
+        return logits
 
     def _eval(self, stage: str, batch) -> None:
         x, y = batch
@@ -278,16 +289,11 @@ class TemporalTwin(CharModelBase):
         z, win = self._state["train"]
         z = z.detach()
         loss = 0.0
-        for t in range(Lseq):
-            win = torch.cat([win[:, 1:], x[:, t, None]], 1)
-            window = F.one_hot(win, self.vocab_size).to(z.dtype).flatten(1)
-            ctx = torch.cat([z, window], 1) if self.recurrent_input else window
-            xs = [None] * len(self.net.nodes)
-            xs[self.net.data] = ctx
-            self.net.sweep(xs, self.net.terms, self.net.sweep_order[:-1])
-            z = xs[self.recurrent] if self.through_time else xs[self.recurrent].detach()
-            readout = self.net.terms[-1]
-            loss = loss + F.cross_entropy(readout.map.predict(xs[readout.source])[0], y[:, t], reduction="sum")
+        for t in range(Lseq):  # the PC model's own forward code, with autograd on
+            ctx, win = self.push(z, win, x[:, t])
+            logits, z = self.predict_next(ctx)
+            z = z if self.through_time else z.detach()
+            loss = loss + F.cross_entropy(logits, y[:, t], reduction="sum")
         self._state["train"] = (z.detach(), win)
         loss = loss / (B * Lseq)
         self.log("train/bits_per_char", loss.detach() / math.log(2), prog_bar=True, on_step=True, on_epoch=True)
