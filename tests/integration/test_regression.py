@@ -1,6 +1,7 @@
 """The redesign changed no number: the shipped configs, trained 30 steps (seed 0,
 CPU) by today's code, give the weights recorded on the code before it."""
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -8,6 +9,7 @@ import pytest
 import torch
 
 from pcn_lightning import cli
+from tests.regression import record_language as language
 from tests.regression.fingerprint import (CPU_CAPABILITY, RECORDED_WITH, RUNS, THREADS, fingerprint,
                                           relative_distance, run_args)
 
@@ -59,3 +61,18 @@ def test_thirty_steps_reproduce_the_pre_redesign_weights(name, tmp_path, recordi
         assert fp["shape"] == ref[key]["shape"], key
         # bitwise equal (torch.equal), not merely close
         assert fp["sha256"] == ref[key]["sha256"], f"{key}: relative distance {relative_distance(fp, ref[key]):.2e}"
+
+
+LANGUAGE_REFERENCE = json.loads((Path(__file__).parents[1] / "regression" / "language_30_steps.json").read_text())
+
+
+@pytest.mark.parametrize("name", sorted(language.MODELS))
+def test_thirty_steps_reproduce_the_language_models_weights(name, tmp_path, recording_threads):
+    """The temporal PC model and its twin: 30 steps bitwise equal to the recording made
+    on the code before the second redesign (commit 2d83922)."""
+    if torch.backends.cpu.get_cpu_capability() != CPU_CAPABILITY:
+        pytest.skip(f"recorded with {CPU_CAPABILITY} kernels")
+    state = language.trained_state(language.MODELS[name], tmp_path)
+    got = {k: hashlib.sha256(v.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
+           for k, v in state.items() if k.startswith("net.")}
+    assert got == LANGUAGE_REFERENCE[name]
