@@ -36,18 +36,23 @@ def precision(nu: float) -> list[str]:
 PRECISION = precision(1.0)
 EIGHT = ["--data.classes", "[0, 1, 2, 3, 4, 5, 6, 7]"]
 
+# the MLP config's recipe until 2026-12-03: T 4 parallel steps at eta 0.1, learning from the settled errors
+SETTLED_MLP = ["--model.T_infer", "4", "--model.schedule", "parallel", "--model.eta_infer", "0.1",
+               "--model.weight_errors", "settled"]
 # the conv config's recipe until 2026-12-03: T 8 parallel steps, learning from the settled errors
 SETTLED_CONV = ["--model.schedule", "parallel", "--model.eta_infer", "0.1", "--model.weight_errors", "settled",
                 "--model.precisions", "[1.0, 1.0, 1.0, 0.01]"]
 
 RUNS = {
     # name: (config, extra args, description)
-    "pcn_discriminative": ("configs/fashion_mnist.yaml", [], "PCN, discriminative (configs/fashion_mnist.yaml: T_infer 4)"),
-    "pcn_discriminative_T20": ("configs/fashion_mnist.yaml", ["--model.T_infer", "20"],
+    "pcn_discriminative": ("configs/fashion_mnist.yaml", [], "PCN, discriminative (configs/fashion_mnist.yaml: one sweep, errors on arrival)"),
+    "pcn_discriminative_T4": ("configs/fashion_mnist.yaml", SETTLED_MLP,
+                              "the settled recipe: T_infer 4 parallel steps at eta 0.1 (the config until 2026-12-03)"),
+    "pcn_discriminative_T20": ("configs/fashion_mnist.yaml", [*SETTLED_MLP, "--model.T_infer", "20"],
                                "the same at T_infer 20 (the config until 2026-11-30)"),
     "twin_discriminative": ("configs/fashion_mnist.yaml", ["--model.class_path", "pcn_lightning.BackpropTwin"],
                             "backprop twin of the above (same dims, init, Adam, lr, epochs)"),
-    "pcn_discriminative_unit_precision": ("configs/fashion_mnist.yaml", ["--model.precisions", "null"],
+    "pcn_discriminative_unit_precision": ("configs/fashion_mnist.yaml", [*SETTLED_MLP, "--model.precisions", "null"],
                                           "PCN, discriminative, all precisions 1 (the seed's energy)"),
     "pcn_generative": ("configs/fashion_mnist_generative.yaml", [],
                        "PCN, generative, amortized, readout learned on label-free settles (configs/fashion_mnist_generative.yaml)"),
@@ -59,16 +64,16 @@ RUNS = {
                             "PCN, generative, the seed's recipe (SGD, T_infer 50, batch 500)"),
     "twin_generative_seed": ("configs/fashion_mnist_seed_recipe.yaml", ["--model.class_path", "pcn_lightning.BackpropTwin"],
                              "backprop twin of the seed's recipe (same shape, SGD 0.005, epochs)"),
-    "pcn_discriminative_precision": ("configs/fashion_mnist.yaml", PRECISION, "PCN, discriminative, learned precisions (Gamma prior nu 1) and predictive precision"),
+    "pcn_discriminative_precision": ("configs/fashion_mnist.yaml", SETTLED_MLP + PRECISION, "PCN, discriminative, learned precisions (Gamma prior nu 1) and predictive precision"),
     "pcn_generative_T40": ("configs/fashion_mnist_generative.yaml", ["--model.T_infer", "40", "--model.T_infer_eval", "20"],
                            "PCN, generative, T_infer 40 in training (20 at evaluation)"),
-    "pcn_discriminative_precision_nu10": ("configs/fashion_mnist.yaml", precision(10.0), "PCN, discriminative, learned precisions (Gamma prior nu 10) and predictive precision"),
+    "pcn_discriminative_precision_nu10": ("configs/fashion_mnist.yaml", SETTLED_MLP + precision(10.0), "PCN, discriminative, learned precisions (Gamma prior nu 10) and predictive precision"),
     "pcn_generative_precision": ("configs/fashion_mnist_generative.yaml", PRECISION, "PCN, generative, learned precisions (Gamma prior nu 1) and predictive precision"),
     "pcn_generative_precision_nu01": ("configs/fashion_mnist_generative.yaml", precision(0.1),
                                       "PCN, generative, learned precisions (Gamma prior nu 0.1) and predictive precision"),
     "twin_discriminative_ce": ("configs/fashion_mnist.yaml", ["--model.class_path", "pcn_lightning.BackpropTwin", "--model.init_args.loss", "ce"],
                                "backprop twin of the discriminative PCN, cross-entropy loss"),
-    "pcn_discriminative_precision_8cls": ("configs/fashion_mnist.yaml", PRECISION + EIGHT, "PCN, discriminative, learned precisions (nu 1), trained on classes 0-7 (OOD: 8, 9)"),
+    "pcn_discriminative_precision_8cls": ("configs/fashion_mnist.yaml", SETTLED_MLP + PRECISION + EIGHT, "PCN, discriminative, learned precisions (nu 1), trained on classes 0-7 (OOD: 8, 9)"),
     "twin_discriminative_8cls": ("configs/fashion_mnist.yaml", ["--model.class_path", "pcn_lightning.BackpropTwin"] + EIGHT, "its twin, classes 0-7"),
     "twin_discriminative_ce_8cls": ("configs/fashion_mnist.yaml", ["--model.class_path", "pcn_lightning.BackpropTwin", "--model.init_args.loss", "ce"] + EIGHT, "its cross-entropy twin, classes 0-7"),
     "pcn_generative_precision_8cls": ("configs/fashion_mnist_generative.yaml", PRECISION + EIGHT, "PCN, generative, learned precisions (nu 1), trained on classes 0-7"),
