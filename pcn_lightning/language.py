@@ -35,7 +35,7 @@ from pcn_lightning.builders import NetworkSpec, build_network
 from pcn_lightning.errors import ConfigError
 from pcn_lightning.inference import settle
 from pcn_lightning.optim import attached_trainer
-from pcn_lightning.rules import Hebbian, SettledBatch
+from pcn_lightning.rules import Hebbian, OnArrival, SettledBatch
 from pcn_lightning.settings import Inference, Learning, as_settings, positive_int
 from pcn_lightning.step import Gradients, ModelBase, apply_gradients, local_gradients
 
@@ -222,6 +222,10 @@ class TemporalPCNModule(CharModelBase):
             raise ConfigError(f"unknown carry {carry!r}; choose 'predicted' or 'settled'")
         if inference.latent_init != "feedforward":
             raise ConfigError("the temporal model's latents start at their prediction: latent_init 'feedforward'")
+        if learning.weight_errors == "on_arrival":
+            from pcn_lightning.module import check_on_arrival
+
+            check_on_arrival(inference, learning)
         self.inference, self.carry = inference, carry
         self.hebbian = Hebbian(self.net, range(len(self.net.terms)))
 
@@ -244,9 +248,13 @@ class TemporalPCNModule(CharModelBase):
             readout = self.net.terms[readout_term]
             predictions[readout_term] = readout.map.predict(xs[readout.source])  # reused by settle
             nll += F.cross_entropy(predictions[readout_term][0], y[:, t], reduction="sum")
-            result = settle(self.net, xs, free, self.inference, predictions=predictions)
+            # errors on arrival: each term's error when the sweep reaches its source (see rules.OnArrival)
+            arrival = OnArrival(self.net) if self.learning.weight_errors == "on_arrival" else None
+            result = settle(self.net, xs, free, self.inference, predictions=predictions,
+                            before_node=None if arrival is None else arrival.before_node, repredict=arrival is None)
             energies += self.net.energies(result.errors)
-            settled = SettledBatch(self.net, xs, result.errors, label, lambda: xs)
+            settled = SettledBatch(self.net, xs, result.errors, label, lambda: xs,
+                                   None if arrival is None else arrival.grads)
             for acc, (_, g) in zip(totals, local_gradients([self.hebbian], settled)):
                 acc += g
             self.set_recurrent("train", predicted if self.carry == "predicted" else xs[self.recurrent].clone())

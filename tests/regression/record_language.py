@@ -24,8 +24,19 @@ CORPUS = ("First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:
           "First Citizen:\nYou are all resolved rather to die than to famish?\n\n") * 40
 
 
+# Settings the config has changed since the recording, pinned back to the recorded ones.
+RECORDED_WITH = {"pcn_lightning.TemporalPCNModule": [
+    "--model.init_args.label_precision", "0.01", "--model.init_args.inference.T_infer", "4",
+    "--model.init_args.inference.eta_infer", "0.5", "--model.init_args.inference.schedule", "parallel",
+    "--model.init_args.inference.step_size", "normalized", "--model.init_args.learning.weight_errors", "settled"]}
+
+
 def run_args(model: str, corpus_dir: str) -> list[str]:
     """The shipped config, made cheap: a small model, short sequences, 30 steps."""
+    return [*_config_args(model, corpus_dir), *RECORDED_WITH.get(model, [])]
+
+
+def _config_args(model: str, corpus_dir: str) -> list[str]:
     return ["--config", str(REPO / "configs/shakespeare_char.yaml"), "--model.class_path", model,
             "--data.data_dir", corpus_dir, "--data.batch_size", "4", "--data.seq_len", "16",
             "--model.hidden", "32", "--trainer.max_steps", str(STEPS), "--trainer.accelerator", "cpu",

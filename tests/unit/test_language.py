@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from pcn_lightning.language import TemporalPCNModule, TemporalTwin
-from pcn_lightning.settings import Inference
+from pcn_lightning.settings import Inference, Learning
 from pcn_lightning.text import MD5, ShakespeareCharDataModule
 from tests.conftest import REPO, SHAKESPEARE_TEXT as TEXT
 
@@ -150,3 +150,26 @@ def test_validation_never_sees_the_targets(corpus):
     a = predictions(y)
     b = predictions(y[:, torch.randperm(12)])
     assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("label_precision,gain", [(1.0, 1.0), (0.01, 5.0)])
+def test_errors_on_arrival_are_one_step_backprop_exactly(label_precision, gain):
+    """With one sequential sweep at step 1 and each term learning from its error on
+    arrival, every character's update is the one-step twin's gradient (z(t-1) detached)
+    times the label precision, exactly: at any clamp strength and grown weights."""
+    torch.manual_seed(0)
+    inference = Inference(T_infer=1, eta_infer=1.0, latent_init="feedforward", schedule="sequential")
+    learning = Learning(eta_learn=0.002, optimizer="adam", weight_errors="on_arrival")
+    pc = TemporalPCNModule(hidden=16, window=3, output_dim=7, extra_layers=1, label_precision=label_precision,
+                           inference=inference, learning=learning).double()
+    with torch.no_grad():
+        for t in pc.net.terms:
+            t.map.weight.mul_(gain)
+    twin = TemporalTwin(hidden=16, window=3, output_dim=7, extra_layers=1, through_time=False).double()
+    twin.load_state_dict(pc.state_dict())
+    twin.log = lambda *a, **k: None
+    x, y = torch.randint(0, 7, (4, 12)), torch.randint(0, 7, (4, 12))
+    pairs, _, _ = pc.local_gradients(x, y)
+    bp = torch.autograd.grad(twin.training_step((x, y), 0), list(twin.net.parameters()))
+    for (_, g), b in zip(pairs, bp):
+        assert torch.allclose(g / x.numel(), label_precision * b, rtol=1e-9, atol=1e-13)
