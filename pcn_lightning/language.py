@@ -191,16 +191,17 @@ class TemporalPCNModule(CharModelBase):
         hidden: size of the recurrent latent z(t).
         window: how many past characters enter the context as one-hots.
         extra_layers: dense tanh layers between z(t) and the output.
-        label_precision: precision of the categorical output energy. Small is a weak
-            clamp: the output error p - y is O(1), so at precision 1 the settled latent
-            moves far from its prediction and the readout's update (taken there) turns
-            away from backprop's gradient; weakly clamped, every update points along it
-            (tests/unit/test_language.py). Normalized steps divide by a bound that grows as
-            precision x ||W_out||^2, so as training grows the readout's weights the
-            clamp must be weaker than the initial weights need (0.01 in the shipped
-            config). Adam rescales the updates (mind its floor and memory: the lower
-            layers' scale drifts as the weights grow; `learning.adam_eps`,
-            `learning.adam_betas`).
+        label_precision: precision of the categorical output energy. Learning from
+            errors on arrival (`learning.weight_errors: on_arrival`, one sequential sweep
+            at step 1), every update is one-step backprop's gradient times it, exactly,
+            at any value. Learning from settled errors, small is a weak clamp: the
+            output error p - y is O(1), so at precision 1 the settled latent moves far
+            from its prediction and the readout's update (taken there) turns away from
+            backprop's gradient; weakly clamped, every update points along it
+            (tests/unit/test_language.py). Normalized steps divide by a bound that grows
+            as precision x ||W_out||^2, so as training grows the readout's weights the
+            clamp must be weaker than the initial weights need. Adam rescales the
+            updates (mind its floor and memory: `learning.adam_eps`, `learning.adam_betas`).
         carry: "predicted" or "settled": the state carried to the next character.
         recurrent: feed z(t-1) into the context; False: the windowed model (the last
             `window` characters alone, the clamped input of a discriminative PCN).
