@@ -76,7 +76,7 @@ def timing(steps: int = 10) -> None:
     import yaml
 
     from benchmarks._timing import interleaved
-    from pcn_lightning.language import TemporalPCNModule, TemporalTwin
+    from pcn_lightning import TemporalPCNModule, TemporalTwin
     from pcn_lightning.settings import Inference, Learning
 
     cfg = yaml.safe_load((REPO / "configs/shakespeare_char.yaml").read_text())

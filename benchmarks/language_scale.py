@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from pcn_lightning.language import TemporalPCNModule, TemporalTwin
+from pcn_lightning import TemporalPCNModule, TemporalTwin
 from pcn_lightning.settings import Inference, Learning
 from pcn_lightning.text import ShakespeareCharDataModule
 

@@ -10,10 +10,10 @@ from pcn_lightning.settings import EvalInference, Inference, Learning
 from pcn_lightning import checkpoints  # registers the types a checkpoint may hold (weights-only loads)
 from pcn_lightning.terms import Term, TermErrors
 from pcn_lightning.module import PCNModule
-from pcn_lightning.twin import BackpropTwin
+from pcn_lightning.twin import BackpropTwin, TemporalTwin
 from pcn_lightning.data import PCNDataModule
 from pcn_lightning.text import ShakespeareCharDataModule
-from pcn_lightning.language import TemporalPCNModule, TemporalTwin
+from pcn_lightning.language import TemporalPCNModule
 
 __all__ = [
     "ACTIVATIONS", "Activation", "get_activation",

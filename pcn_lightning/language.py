@@ -18,7 +18,7 @@ where no character is ever seen before it is predicted) or the settled one
 (`carry: settled`, the filtered state; at test, the settle after seeing c(t) uses
 the character only once it is in the past).
 
-`TemporalTwin` is the same network and parameters trained by backpropagation
+`TemporalTwin` (in `twin.py`, beside the image twin) is the same network and parameters trained by backpropagation
 through time over each batch's characters (the hidden state carried, detached,
 across batches), with the same optimizer and number of updates.
 """
@@ -274,36 +274,3 @@ class TemporalPCNModule(CharModelBase):
 
     def on_train_epoch_end(self) -> None:
         self.step_lr_schedule()
-
-
-class TemporalTwin(CharModelBase):
-    """The same network and parameters as `TemporalPCNModule`, trained by
-    backpropagation through time over each batch (the state carried across
-    batches, detached), cross-entropy loss, the same optimizer and updates.
-    `through_time: false` detaches z(t-1) at every character: backprop with the
-    one-step credit temporal PC has (the ablation that says what BPTT is worth)."""
-
-    def __init__(self, hidden: int = 256, window: int = 8, extra_layers: int = 0, label_precision: float = 1.0,
-                 recurrent: bool = True, learning: Learning = Learning(eta_learn=0.002, optimizer="adam"), seed: int = 0,
-                 through_time: bool = True, input_shape: Optional[list[int]] = None, output_dim: int = 65) -> None:
-        learning = as_settings(learning, Learning)
-        super().__init__(hidden, window, extra_layers, label_precision, learning, output_dim, recurrent)
-        self.save_hyperparameters()
-        self.through_time = bool(through_time)
-
-    def training_step(self, batch, batch_idx: int) -> Tensor:
-        x, y = batch
-        B, Lseq = x.shape
-        self.ensure_state("train", B)
-        z, win = self._state["train"]
-        z = z.detach()
-        loss = 0.0
-        for t in range(Lseq):  # the PC model's own forward code, with autograd on
-            ctx, win = self.push(z, win, x[:, t])
-            logits, z = self.predict_next(ctx)
-            z = z if self.through_time else z.detach()
-            loss = loss + F.cross_entropy(logits, y[:, t], reduction="sum")
-        self._state["train"] = (z.detach(), win)
-        loss = loss / (B * Lseq)
-        self.log("train/bits_per_char", loss.detach() / math.log(2), prog_bar=True, on_step=True, on_epoch=True)
-        return loss

@@ -1,4 +1,7 @@
-"""`BackpropTwin`: the same network description trained by backprop, as a baseline.
+"""The backprop twins: the same networks trained by autograd, as baselines.
+
+`BackpropTwin` (image classifiers) and `TemporalTwin` (the character language model,
+backpropagation through time; its forward code is the PC model's, `CharModelBase`).
 
 A sibling LightningModule: it builds the PCN's network from the same `NetworkSpec`
 (same shapes, same initialization for the same seed) and trains its feedforward
@@ -12,11 +15,14 @@ from __future__ import annotations
 
 from typing import Optional
 
+import math
+
 import torch
 import torch.nn.functional as F
 
 from pcn_lightning.builders import NetworkSpec, build_network, twin_forward
 from pcn_lightning.errors import ConfigError
+from pcn_lightning.language import CharModelBase
 from pcn_lightning.metrics import classification_metrics, log_metrics
 from pcn_lightning.settings import Learning, as_settings, from_flat
 from pcn_lightning.step import ModelBase
@@ -112,3 +118,36 @@ class BackpropTwin(ModelBase):
 
     def predict_step(self, batch, batch_idx: int) -> Tensor:
         return self.predict_logits(batch[0] if isinstance(batch, (tuple, list)) else batch)
+
+
+class TemporalTwin(CharModelBase):
+    """The same network and parameters as `TemporalPCNModule`, trained by
+    backpropagation through time over each batch (the state carried across
+    batches, detached), cross-entropy loss, the same optimizer and updates.
+    `through_time: false` detaches z(t-1) at every character: backprop with the
+    one-step credit temporal PC has (the ablation that says what BPTT is worth)."""
+
+    def __init__(self, hidden: int = 256, window: int = 8, extra_layers: int = 0, label_precision: float = 1.0,
+                 recurrent: bool = True, learning: Learning = Learning(eta_learn=0.002, optimizer="adam"), seed: int = 0,
+                 through_time: bool = True, input_shape: Optional[list[int]] = None, output_dim: int = 65) -> None:
+        learning = as_settings(learning, Learning)
+        super().__init__(hidden, window, extra_layers, label_precision, learning, output_dim, recurrent)
+        self.save_hyperparameters()
+        self.through_time = bool(through_time)
+
+    def training_step(self, batch, batch_idx: int) -> Tensor:
+        x, y = batch
+        B, Lseq = x.shape
+        self.ensure_state("train", B)
+        z, win = self._state["train"]
+        z = z.detach()
+        loss = 0.0
+        for t in range(Lseq):  # the PC model's own forward code, with autograd on
+            ctx, win = self.push(z, win, x[:, t])
+            logits, z = self.predict_next(ctx)
+            z = z if self.through_time else z.detach()
+            loss = loss + F.cross_entropy(logits, y[:, t], reduction="sum")
+        self._state["train"] = (z.detach(), win)
+        loss = loss / (B * Lseq)
+        self.log("train/bits_per_char", loss.detach() / math.log(2), prog_bar=True, on_step=True, on_epoch=True)
+        return loss

@@ -7,7 +7,7 @@ import hashlib
 import pytest
 import torch
 
-from pcn_lightning.language import TemporalPCNModule, TemporalTwin
+from pcn_lightning import TemporalPCNModule, TemporalTwin
 from pcn_lightning.settings import Inference, Learning
 from pcn_lightning.text import MD5, ShakespeareCharDataModule
 from tests.conftest import REPO, SHAKESPEARE_TEXT as TEXT
