@@ -3,6 +3,7 @@ weight gradient (see `base`). Importing this package registers them all."""
 
 from pcn_lightning.primitives.base import REGISTRY, Map, build_map, register
 from pcn_lightning.primitives.act import Act
+from pcn_lightning.primitives.attention import CausalSelfAttention
 from pcn_lightning.primitives.conv import Conv2d
 from pcn_lightning.primitives.dense import Dense
 from pcn_lightning.primitives.flatten import Flatten
@@ -10,5 +11,5 @@ from pcn_lightning.primitives.pool import AvgPool2d, MaxPool2d
 from pcn_lightning.primitives.sequential import Sequential
 from pcn_lightning.primitives.skip import Residual
 
-__all__ = ["REGISTRY", "Map", "build_map", "register", "Act", "AvgPool2d", "Conv2d", "Dense", "Flatten", "MaxPool2d",
+__all__ = ["REGISTRY", "Map", "build_map", "register", "Act", "CausalSelfAttention", "AvgPool2d", "Conv2d", "Dense", "Flatten", "MaxPool2d",
            "Residual", "Sequential"]

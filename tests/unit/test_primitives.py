@@ -178,3 +178,13 @@ def test_lipschitz_bound_follows_the_optimizer_step():
         opt.step()
     after = [mp.lipschitz_bound() for mp in maps]
     assert after == [mp.lipschitz() for mp in maps] and all(a != b for a, b in zip(after, before))
+
+
+def test_attention_is_causal():
+    """A change at a later position leaves every earlier position's prediction as it was."""
+    m, x = example("attention")
+    a = m.predict(x)[0]
+    x2 = x.clone()
+    x2[:, 3] += torch.randn_like(x2[:, 3])
+    b = m.predict(x2)[0]
+    assert torch.equal(a[:, :3], b[:, :3]) and not torch.allclose(a[:, 3:], b[:, 3:])
