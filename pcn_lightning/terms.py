@@ -82,7 +82,8 @@ class Gaussian:
 
 
 class Categorical:
-    """E = -sum_c y_c log softmax(a)_c per sample (before the precision), for a
+    """E = -sum_c y_c log softmax(a)_c per sample (before the precision; c the last axis:
+    one class distribution per position of a sequence), for a
     one-hot (or distribution) target y: eps = y - softmax(a), h = eps = -dE/da, so
     the error is local (target minus prediction, as in the Gaussian energy). Its
     target must be clamped (a label); when it is free (evaluation) the term is
@@ -92,11 +93,11 @@ class Categorical:
     settles_target = False
 
     def errors(self, act: Activation, a: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
-        eps = x - torch.softmax(a, 1)
+        eps = x - torch.softmax(a, -1)
         return eps, eps
 
     def errors_into(self, act: Activation, a: Tensor, x: Tensor, eps: Tensor, h: Tensor) -> None:
-        torch.softmax(a, 1, out=eps)
+        torch.softmax(a, -1, out=eps)
         torch.sub(x, eps, out=eps)
         if h.data_ptr() != eps.data_ptr():
             h.copy_(eps)
@@ -105,8 +106,8 @@ class Categorical:
         return True
 
     def per_value(self, act: Activation, a: Tensor, eps: Tensor) -> Tensor:
-        y = eps + torch.softmax(a, 1)  # the target, read back from the error
-        return -(y * torch.log_softmax(a, 1))
+        y = eps + torch.softmax(a, -1)  # the target, read back from the error
+        return -(y * torch.log_softmax(a, -1))
 
     def total(self, act: Activation, a: Tensor, eps: Tensor) -> Tensor:
         return self.per_value(act, a, eps).sum()
@@ -115,7 +116,7 @@ class Categorical:
         return self.per_value(act, a, eps).flatten(1).sum(1)
 
     def direct(self, act: Activation, a: Tensor, x: Tensor) -> Tensor:
-        return -(x * torch.log_softmax(a, 1))
+        return -(x * torch.log_softmax(a, -1))
 
     def source_curvature(self, act: Activation, lipschitz: float) -> float:
         """The softmax cross-entropy's Hessian in a is at most 1/2: L^2 / 2."""
@@ -126,7 +127,7 @@ ENERGIES = {"gaussian": Gaussian(), "categorical": Categorical()}
 
 
 def _softmax(a: Tensor) -> Tensor:
-    return torch.softmax(a, 1)
+    return torch.softmax(a, -1)
 
 
 def _no_slope(a: Tensor) -> Tensor:

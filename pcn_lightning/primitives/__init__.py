@@ -8,8 +8,9 @@ from pcn_lightning.primitives.conv import Conv2d
 from pcn_lightning.primitives.dense import Dense
 from pcn_lightning.primitives.flatten import Flatten
 from pcn_lightning.primitives.pool import AvgPool2d, MaxPool2d
+from pcn_lightning.primitives.sequence import Position, RMSNorm, TokenDense
 from pcn_lightning.primitives.sequential import Sequential
 from pcn_lightning.primitives.skip import Residual
 
 __all__ = ["REGISTRY", "Map", "build_map", "register", "Act", "CausalSelfAttention", "AvgPool2d", "Conv2d", "Dense", "Flatten", "MaxPool2d",
-           "Residual", "Sequential"]
+           "Position", "RMSNorm", "Residual", "Sequential", "TokenDense"]

@@ -188,3 +188,21 @@ def test_attention_is_causal():
     x2[:, 3] += torch.randn_like(x2[:, 3])
     b = m.predict(x2)[0]
     assert torch.equal(a[:, :3], b[:, :3]) and not torch.allclose(a[:, 3:], b[:, 3:])
+
+
+def test_categorical_term_over_a_sequence_is_its_energy_gradient():
+    """A categorical term whose target is one distribution per position (B, T, V): the
+    softmax runs over the last axis, and the hand-written rules equal autograd."""
+    torch.manual_seed(0)
+    m = REGISTRY["token_dense"]((4, 5), units=6).double()
+    term = Term("readout", 0, 1, m, ACTIVATIONS["linear"], precision=0.7, energy="categorical")
+    x = torch.randn(B, 4, 5, dtype=torch.float64)
+    y = torch.nn.functional.one_hot(torch.randint(0, 6, (B, 4)), 6).double()
+    err = term.errors(y, x)
+    s_ = x.clone().requires_grad_(True)
+    E = term.direct_energy(y, s_)
+    assert torch.allclose(term.energy(err), E.detach(), rtol=1e-12)
+    auto = torch.autograd.grad(E, [s_] + list(m.parameters()))
+    assert rel_err(-m.transpose(err.h, err.ctx), auto[0]) < 1e-10
+    for g, a in zip(term.weight_grads(err), auto[1:]):
+        assert rel_err(g, a) < 1e-10
