@@ -23,7 +23,7 @@ from collections import defaultdict
 import torch
 
 from benchmarks._timing import table
-from benchmarks.speed import batch, modules
+from benchmarks.speed import batch, modules, steppable
 from pcn_lightning import module, step, terms
 from pcn_lightning.network import PCNetwork
 
@@ -65,12 +65,7 @@ def main() -> None:
     args = ap.parse_args()
     pc, bp, B, dataset = modules(args.config, args.T, args.schedule, args.eta_infer, args.weight_errors)
     x, y = batch(dataset, B, [])
-    opt = pc.configure_optimizers()
-    opt = opt["optimizer"] if isinstance(opt, dict) else opt
-    pc.optimizers, pc.log = (lambda: opt), (lambda *a, **k: None)
-    bopt = bp.configure_optimizers()
-    bopt = bopt["optimizer"] if isinstance(bopt, dict) else bopt
-    bp.log = lambda *a, **k: None
+    opt, bopt = steppable(pc, bp)
 
     clock = Clock()
     clock.wrap(PCNetwork, "initial_state", PHASES[0])

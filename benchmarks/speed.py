@@ -45,6 +45,18 @@ def modules(config: str, T: int, schedule=None, eta=None, weight_errors=None):
     return pc, bp, data.get("batch_size", 128), dataset
 
 
+def steppable(pc, bp):
+    """The PC module and its twin made to step without a Trainer: their optimizers
+    (the PC module's handed to it as `optimizers()`), logging off."""
+    opt = pc.configure_optimizers()
+    opt = opt["optimizer"] if isinstance(opt, dict) else opt
+    pc.optimizers, pc.log = (lambda: opt), (lambda *a, **k: None)
+    bopt = bp.configure_optimizers()
+    bopt = bopt["optimizer"] if isinstance(bopt, dict) else bopt
+    bp.log = lambda *a, **k: None
+    return opt, bopt
+
+
 def batch(dataset: str, B: int, fashion: list):
     """A training batch: Fashion-MNIST's images, or random ones of the dataset's shape."""
     if dataset == "fashion_mnist":
@@ -72,12 +84,7 @@ def main() -> None:
     for config, T, weight_errors in [(c, T, w) for c in args.configs for T in args.T for w in args.weight_errors]:
             pc, bp, B, dataset = modules(config, T, args.schedule, args.eta_infer, weight_errors)
             x, y = batch(dataset, B, fashion)
-            opt = pc.configure_optimizers()
-            opt = opt["optimizer"] if isinstance(opt, dict) else opt
-            pc.optimizers, pc.log = (lambda: opt), (lambda *a, **k: None)
-            bopt = bp.configure_optimizers()
-            bopt = bopt["optimizer"] if isinstance(bopt, dict) else bopt
-            bp.log = lambda *a, **k: None
+            opt, bopt = steppable(pc, bp)
 
             def pc_step():
                 pc.training_step((x, y), 0)
