@@ -75,7 +75,7 @@ def train(name: str, extra: list[str], args, data_dir: Path, out: Path) -> dict:
             "test_top1": s["test/acc_top1"][-1], "test_top5": s["test/acc_top5"][-1], "val_best": max(s["val/acc_top1"])}
 
 
-def main() -> None:
+def main(argv=None) -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--dataset", default="cifar10", choices=["cifar10", "cifar100"])
     ap.add_argument("--data_dir", default=None,
@@ -88,7 +88,7 @@ def main() -> None:
     ap.add_argument("--pc_extra", type=shlex.split, default=[],
                     help="train.py flags for the PCN only, one quoted string: --pc_extra='--model.T_infer 8'")
     ap.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more train.py flags for both runs (last)")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         if args.synthetic:

@@ -1,8 +1,5 @@
 """The shipped configs train through train.py on small fixtures (no real dataset), and the prepared GPU script runs its path on the CPU."""
 
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -46,17 +43,19 @@ def test_main_configs_are_the_vgg5_recipe():
         assert (REPO / f"configs/{ds}.yaml").resolve() == (REPO / f"configs/{ds}_vgg5.yaml").resolve()
 
 
-def test_gpu_script_runs_its_path_on_the_cpu(tmp_path):
-    """The prepared GPU run, on the CPU: CIFAR-100 from an image folder (the PNG copies' layout)."""
+def test_gpu_script_runs_its_path_on_the_cpu(tmp_path, monkeypatch, capsys):
+    """The prepared GPU run, on the CPU: CIFAR-100 from an image folder (the PNG copies' layout).
+    The script runs here; its two train.py runs (PC and twin) are its own processes."""
+    from benchmarks import gpu_cifar
     from pcn_lightning.data import CIFAR100_CLASSES
     root = write_image_folder(tmp_path / "cifar100", classes=CIFAR100_CLASSES, n=(1, 1), size=(32, 32))
-    r = subprocess.run([sys.executable, "-m", "benchmarks.gpu_cifar", "--dataset", "cifar100", "--data_dir", str(root),
-                        "--device", "cpu", "--epochs", "1", "--max_batches", "1", "--batch", "4",
-                        "--pc_extra=--model.T_infer 1"],
-                       cwd=REPO, capture_output=True, text=True, timeout=600, env={**os.environ, "HOME": str(tmp_path)})
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert "PC / BP epoch time" in r.stdout and "| PCN |" in r.stdout and "| backprop twin |" in r.stdout
-    assert "cifar100" in r.stdout
+    monkeypatch.chdir(REPO)
+    monkeypatch.setenv("HOME", str(tmp_path))  # the decode cache
+    gpu_cifar.main(["--dataset", "cifar100", "--data_dir", str(root), "--device", "cpu", "--epochs", "1",
+                    "--max_batches", "1", "--batch", "4", "--pc_extra=--model.T_infer 1"])
+    out = capsys.readouterr().out
+    assert "PC / BP epoch time" in out and "| PCN |" in out and "| backprop twin |" in out
+    assert "cifar100" in out
 
 
 def test_sixteen_layer_residual_pcn_trains_through_train_py(tmp_path, monkeypatch, fmnist_session_dir):

@@ -166,7 +166,7 @@ def test_evaluation_does_not_depend_on_the_batch():
 
 
 # 8. Ctrl-C, YAML errors, warnings on the recommended setups
-def test_ctrl_c_saves_a_checkpoint_and_exits_130(tmp_path, fmnist_session_dir):
+def test_ctrl_c_saves_a_checkpoint_and_exits_130(tmp_path, fmnist_session_dir, train):
     env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1")
     args = [sys.executable, str(REPO / "train.py"), "--config", SMOKE, "--data.data_dir", str(fmnist_session_dir),
             *QUIET, "--test", "false", "--trainer.max_epochs", "1000", "--trainer.limit_train_batches", "null"]
@@ -184,8 +184,7 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_130(tmp_path, fmnist_session_dir):
     assert ckpt.exists() and f"resume with --ckpt_path {ckpt}" in err
     state = torch.load(ckpt, weights_only=False)
     assert state["global_step"] > 0
-    r = subprocess.run(args[:-4] + ["--trainer.max_epochs", str(state["epoch"] + 2), "--ckpt_path", str(ckpt)],
-                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    r = train(args[2:-4] + ["--trainer.max_epochs", str(state["epoch"] + 2), "--ckpt_path", str(ckpt)], tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
 
 

@@ -115,12 +115,7 @@ EIGHT_BATCHES = ["--data.val_size", "88", "--data.batch_size", "64", "--trainer.
                  "--trainer.limit_val_batches", "1", "--model.init_args.latent_init", "random"]
 
 
-def train_py(args, cwd, timeout=300):
-    return subprocess.run([sys.executable, str(REPO / "train.py"), *args], cwd=cwd, env=ENV,
-                          capture_output=True, text=True, timeout=timeout)
-
-
-def test_sigterm_saves_a_checkpoint_exits_143_and_resumes_exactly(tmp_path, fmnist_session_dir):
+def test_sigterm_saves_a_checkpoint_exits_143_and_resumes_exactly(tmp_path, fmnist_session_dir, train):
     base = ["--config", SMOKE, "--data.data_dir", str(fmnist_session_dir), *QUIET, *EIGHT_BATCHES]
     p = subprocess.Popen([sys.executable, str(REPO / "train.py"), *base, "--trainer.max_epochs", "1000"],
                          cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -137,9 +132,10 @@ def test_sigterm_saves_a_checkpoint_exits_143_and_resumes_exactly(tmp_path, fmni
     state = load_checkpoint(ckpt)
     assert state["global_step"] > 0
     end = str(state["epoch"] + 2)
-    resumed = train_py(base + ["--trainer.max_epochs", end, "--ckpt_path", str(ckpt)], tmp_path)
+    # the signal needed a process; resuming and the straight run do not
+    resumed = train(base + ["--trainer.max_epochs", end, "--ckpt_path", str(ckpt)], tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    straight = train_py(base + ["--trainer.max_epochs", end], tmp_path)
+    straight = train(base + ["--trainer.max_epochs", end], tmp_path)
     assert straight.returncode == 0, straight.stderr[-3000:]
     a = load_checkpoint(tmp_path / "logs/smoke/version_1/checkpoints/last.ckpt")
     b = load_checkpoint(tmp_path / "logs/smoke/version_2/checkpoints/last.ckpt")
@@ -237,7 +233,7 @@ def assert_every_checkpoint_loads(folder: Path) -> None:
         assert load_checkpoint(p)["state_dict"], p
 
 
-def test_kill_9_mid_write_leaves_the_last_checkpoint_whole(tmp_path, fmnist_session_dir):
+def test_kill_9_mid_write_leaves_the_last_checkpoint_whole(tmp_path, fmnist_session_dir, train):
     base = ["--config", SMOKE, "--data.data_dir", str(fmnist_session_dir), *QUIET]
     r = subprocess.run([sys.executable, "-c", KILL_ON_EPOCH_1, *base, "--trainer.max_epochs", "3"], cwd=tmp_path,
                        env=ENV, capture_output=True, text=True, timeout=300)
@@ -246,7 +242,7 @@ def test_kill_9_mid_write_leaves_the_last_checkpoint_whole(tmp_path, fmnist_sess
     assert load_checkpoint(folder / "last.ckpt")["epoch"] == 0  # the previous one, whole
     assert_every_checkpoint_loads(folder)  # no partial file under a checkpoint's name
     assert [p.name for p in folder.glob(".*.partial")]  # the unfinished write, under a hidden name
-    resumed = train_py(base + ["--trainer.max_epochs", "2", "--ckpt_path", str(folder / "last.ckpt")], tmp_path)
+    resumed = train(base + ["--trainer.max_epochs", "2", "--ckpt_path", str(folder / "last.ckpt")], tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
 
 
