@@ -234,7 +234,8 @@ class Term(nn.Module):
         return self.unit_precision and self.energy_fn.h_is_eps(self.act)
 
     def pi_max(self) -> float:
-        return float(self.pi.max())
+        """The largest precision, as a number (read once, not in the settle loop's steps)."""
+        return self._pi_number if self._pi_number is not None else float(self.pi.max())
 
     def curvature_on_target(self) -> float:
         """Bound of this term's second derivative in its target: pi."""
