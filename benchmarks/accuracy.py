@@ -94,7 +94,7 @@ RUNS = {
                   "backprop twin of the conv PCN (same blocks, init, AdamW, lr, epochs)"),
     **{f"pcn_conv_T{T}": ("configs/fashion_mnist_conv.yaml", [*SETTLED_CONV, "--model.T_infer", str(T)],
                           f"conv PCN, the settled recipe at T_infer {T} (parallel, eta 0.1, label precision 0.01)")
-       for T in (4, 8, 20)},
+       for T in (1, 2, 4, 8, 20)},
 }
 
 

@@ -10,10 +10,11 @@ from pcn_lightning.settings import EvalInference, Inference, Learning
 from pcn_lightning import checkpoints  # registers the types a checkpoint may hold (weights-only loads)
 from pcn_lightning.terms import Term, TermErrors
 from pcn_lightning.module import PCNModule
-from pcn_lightning.twin import BackpropTwin, TemporalTwin
+from pcn_lightning.twin import BackpropTwin, TemporalTwin, TransformerTwin
 from pcn_lightning.data import PCNDataModule
 from pcn_lightning.text import ShakespeareCharDataModule
 from pcn_lightning.language import TemporalPCNModule
+from pcn_lightning.transformer import TransformerPCNModule
 
 __all__ = [
     "ACTIVATIONS", "Activation", "get_activation",
@@ -23,4 +24,5 @@ __all__ = [
     "SettleResult", "reference_step", "relative_drop", "settle",
     "ConfigError", "DataNotFoundError", "DivergenceError", "PCNError",
     "PCNModule", "BackpropTwin", "PCNDataModule", "ShakespeareCharDataModule", "TemporalPCNModule", "TemporalTwin",
+    "TransformerPCNModule", "TransformerTwin",
 ]

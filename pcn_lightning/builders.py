@@ -228,8 +228,9 @@ def _discriminative(spec: NetworkSpec, blocks: list[dict], input_shape: tuple, n
     n = len(blocks)
     last = blocks[-1]
     last_prim = [k for k in last if k in REGISTRY][-1]
-    if last_prim != "dense":
-        raise ConfigError(f"the last block predicts the label and must end in dense; it ends in {last_prim!r}")
+    if last_prim not in ("dense", "token_dense"):
+        raise ConfigError(f"the last block predicts the label and must end in dense (token_dense for a label at "
+                          f"every position); it ends in {last_prim!r}")
     units = (last[last_prim] or {}).get("units")
     if units is not None and units != num_classes:
         raise ConfigError(f"the last block predicts the {num_classes} classes; its units is {units}")
@@ -237,7 +238,7 @@ def _discriminative(spec: NetworkSpec, blocks: list[dict], input_shape: tuple, n
     precisions = block_precisions(spec, blocks)
     maps, shapes = [], [input_shape]
     for i, block in enumerate(blocks):
-        extra = {"dense": {"units": num_classes}} if i == n - 1 else {}
+        extra = {last_prim: {"units": num_classes}} if i == n - 1 else {}
         m = _block_map(block, shapes[-1], extra)
         if scales is not None:
             _apply_mupc(m, scales[i])
@@ -245,7 +246,7 @@ def _discriminative(spec: NetworkSpec, blocks: list[dict], input_shape: tuple, n
         shapes.append(m.out_shape)
     # node index of hidden layer i (1..n-1) and of the data
     data = n
-    nodes = [Node("label", (num_classes,), "label")]
+    nodes = [Node("label", shapes[-1], "label")]  # (classes,), or (positions, classes) for a sequence
     nodes += [Node(f"layer{i}", shapes[i], "latent") for i in range(n - 1, 0, -1)]
     nodes += [Node("input", input_shape, "data")]
     terms = []

@@ -191,6 +191,32 @@ def pcn_error_in_chain(exc: BaseException) -> Optional[PCNError]:
 LINKED = ("input_dim", "input_shape", "output_dim")
 
 
+def model_parameters(args: list[str]) -> set:
+    """The init arguments of the model class the command line (else its --config) names."""
+    import inspect
+
+    import yaml
+
+    path = None
+    for i, a in enumerate(args):
+        if a in ("--config", "-c") and i + 1 < len(args) and path is None:
+            try:
+                model = (yaml.safe_load(open(args[i + 1])) or {}).get("model")
+                path = model.get("class_path") if isinstance(model, dict) else model
+            except (OSError, yaml.YAMLError, AttributeError):
+                pass
+    for i, a in enumerate(args):
+        if a in ("--model", "--model.class_path") and i + 1 < len(args):
+            path = args[i + 1]
+        elif a.startswith(("--model=", "--model.class_path=")):
+            path = a.split("=", 1)[1]
+    name = str(path or "").rsplit(".", 1)[-1]
+    import pcn_lightning
+
+    cls = getattr(pcn_lightning, name, None)
+    return set(inspect.signature(cls.__init__).parameters) if inspect.isclass(cls) else set()
+
+
 def expand_flat_options(args: list[str]) -> list[str]:
     """`--model.T_infer 50` (or `--model.init_args.T_infer=50`) -> `--model.init_args.inference.T_infer 50`:
     every setting keeps its flat name on the command line (see settings.flat_aliases). A null
@@ -198,6 +224,8 @@ def expand_flat_options(args: list[str]) -> list[str]:
     nested null as the string "None")."""
     table = flat_aliases()
     groups = set(v.split(".")[0] for v in table.values())
+    own = model_parameters(args)  # a model's own argument of the same name (the transformer's layers) wins
+    table = {k: v for k, v in table.items() if k not in own}
     out, i = [], 0
     while i < len(args):
         a = args[i]

@@ -42,7 +42,79 @@ from pcn_lightning.step import Gradients, ModelBase, apply_gradients, local_grad
 Tensor = torch.Tensor
 
 
-class CharModelBase(ModelBase):
+class TextModelBase(ModelBase):
+    """What every character model here shares: its vocabulary (from the data module, kept
+    in checkpoints), validation and test in bits per character (`_eval` adds each batch's
+    negative log-likelihood with `_add_nll`), and the prompt's encoding for sampling."""
+
+    vocab_size: int
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.vocab: Optional[str] = None
+        self._bits = {"train": [0.0, 0], "val": [0.0, 0], "test": [0.0, 0]}
+
+    def _eval(self, stage: str, batch) -> None:
+        raise NotImplementedError
+
+    def _add_nll(self, stage: str, nll, count: int) -> None:
+        """Add a batch's summed negative log-likelihood (nats) of `count` characters."""
+        self._bits[stage][0] += float(nll) / math.log(2)
+        self._bits[stage][1] += count
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._eval("val", batch)
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._eval("test", batch)
+
+    def _log_bits(self, stage: str) -> None:
+        total, n = self._bits[stage]
+        if n:
+            value = torch.tensor(total / n, device=self.device)
+            self.log(f"{stage}/bits_per_char", value, prog_bar=stage == "val", sync_dist=True)
+        self._bits[stage] = [0.0, 0]
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_bits("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_bits("test")
+
+    def setup(self, stage: str) -> None:
+        trainer = attached_trainer(self)
+        dm = getattr(trainer, "datamodule", None) if trainer is not None else None
+        if dm is not None and getattr(dm, "vocab", None) is None and hasattr(dm, "setup"):
+            dm.setup(stage)
+        if dm is not None and getattr(dm, "vocab", None):
+            if len(dm.vocab) != self.vocab_size:
+                raise ConfigError(f"the corpus has {len(dm.vocab)} characters but the model was built for {self.vocab_size}")
+            self.vocab = dm.vocab
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["vocab"] = self.vocab
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.vocab = checkpoint.get("vocab")
+
+    def encode(self, prompt: str) -> list[int]:
+        """The prompt's character ids, or one clear error (no vocabulary, unknown characters)."""
+        if not self.vocab:
+            raise ConfigError("this model carries no vocabulary (trained without the text data module)")
+        unknown = sorted(set(prompt) - set(self.vocab))
+        if unknown:
+            raise ConfigError(f"the prompt holds characters outside the corpus's vocabulary: {unknown}")
+        index = {c: i for i, c in enumerate(self.vocab)}
+        return [index[c] for c in prompt]
+
+    @staticmethod
+    def draw(logits: Tensor, temperature: float, generator: Optional[torch.Generator]) -> int:
+        """A character id drawn from softmax(logits / temperature) (one position's logits, (V,))."""
+        p = torch.softmax(logits.float() / max(temperature, 1e-6), 0).cpu()
+        return int(torch.multinomial(p, 1, generator=generator))
+
+
+class CharModelBase(TextModelBase):
     """What the PC model and its twin share: the network, the context, the state, evaluation."""
 
     def __init__(self, hidden: int, window: int, extra_layers: int, label_precision: float,
@@ -61,9 +133,7 @@ class CharModelBase(ModelBase):
         self.recurrent = self.net.terms[0].target  # the node z(t) carried to the next step
         self.learning = learning
         self.rates = learning.rates(len(self.net.terms))
-        self.vocab: Optional[str] = None
         self._state: dict = {}
-        self._bits = {"train": [0.0, 0], "val": [0.0, 0], "test": [0.0, 0]}
 
     # ---------------------------------------------------------- the context
     def reset_state(self, stage: str, batch: int) -> None:
@@ -123,62 +193,19 @@ class CharModelBase(ModelBase):
         nll = 0.0
         for t in range(x.shape[1]):  # summed on the device: one host sync per batch, not per character
             nll = nll + F.cross_entropy(self.step_logits(stage, x[:, t]), y[:, t], reduction="sum")
-        self._bits[stage][0] += float(nll) / math.log(2)
-        self._bits[stage][1] += y.numel()
-
-    def validation_step(self, batch, batch_idx: int) -> None:
-        self._eval("val", batch)
-
-    def test_step(self, batch, batch_idx: int) -> None:
-        self._eval("test", batch)
-
-    def _log_bits(self, stage: str) -> None:
-        total, n = self._bits[stage]
-        if n:
-            value = torch.tensor(total / n, device=self.device)
-            self.log(f"{stage}/bits_per_char", value, prog_bar=stage == "val", sync_dist=True)
-        self._bits[stage] = [0.0, 0]
-
-    def on_validation_epoch_end(self) -> None:
-        self._log_bits("val")
-
-    def on_test_epoch_end(self) -> None:
-        self._log_bits("test")
-
-    # ---------------------------------------------------------- vocabulary
-    def setup(self, stage: str) -> None:
-        trainer = attached_trainer(self)
-        dm = getattr(trainer, "datamodule", None) if trainer is not None else None
-        if dm is not None and getattr(dm, "vocab", None) is None and hasattr(dm, "setup"):
-            dm.setup(stage)
-        if dm is not None and getattr(dm, "vocab", None):
-            if len(dm.vocab) != self.vocab_size:
-                raise ConfigError(f"the corpus has {len(dm.vocab)} characters but the model was built for {self.vocab_size}")
-            self.vocab = dm.vocab
-
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["vocab"] = self.vocab
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        self.vocab = checkpoint.get("vocab")
+        self._add_nll(stage, nll, y.numel())
 
     @torch.no_grad()
     def sample(self, prompt: str, chars: int, temperature: float = 1.0, generator: Optional[torch.Generator] = None) -> str:
         """Continue `prompt` by `chars` characters drawn from the model's predictions."""
-        if not self.vocab:
-            raise ConfigError("this model carries no vocabulary (trained without the text data module)")
-        unknown = sorted(set(prompt) - set(self.vocab))
-        if unknown:
-            raise ConfigError(f"the prompt holds characters outside the corpus's vocabulary: {unknown}")
-        index = {c: i for i, c in enumerate(self.vocab)}
+        ids = self.encode(prompt or "\n")
         self.reset_state("sample", 1)
         logits = None
-        for c in prompt or "\n":
-            logits = self.step_logits("sample", torch.tensor([index[c]], device=self.device))
+        for i in ids:
+            logits = self.step_logits("sample", torch.tensor([i], device=self.device))
         out = []
         for _ in range(chars):
-            p = torch.softmax(logits[0] / max(temperature, 1e-6), 0).cpu()
-            i = int(torch.multinomial(p, 1, generator=generator))
+            i = self.draw(logits[0], temperature, generator)
             out.append(self.vocab[i])
             logits = self.step_logits("sample", torch.tensor([i], device=self.device))
         return "".join(out)

@@ -105,7 +105,7 @@ class PCNetwork(nn.Module):
 
     @property
     def num_classes(self) -> int:
-        return self.nodes[self.label].size
+        return self.nodes[self.label].shape[-1]  # the last axis: a sequence label has one per position
 
     @property
     def input_shape(self) -> tuple[int, ...]:

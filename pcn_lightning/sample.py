@@ -3,7 +3,8 @@
     python -m pcn_lightning.sample --ckpt logs/shakespeare_char/version_0/checkpoints/best-....ckpt \\
         --prompt "ROMEO:" --chars 500 [--temperature 0.8] [--seed 0]
 
-Prints the prompt and its continuation. Works for `TemporalPCNModule` and `TemporalTwin` checkpoints.
+Prints the prompt and its continuation. Works for the character models' checkpoints: `TemporalPCNModule`,
+`TemporalTwin`, `TransformerPCNModule` and `TransformerTwin`.
 The checkpoint is read weights-only: a file that asks to run code is refused (exit 2).
 """
 
@@ -30,7 +31,8 @@ def main(argv=None) -> int:
     try:
         if args.chars < 0 or not args.temperature > 0:
             raise PCNError("--chars must be >= 0 and --temperature > 0")
-        model = load_module(args.ckpt, ("TemporalPCNModule", "TemporalTwin"), flag="--ckpt")
+        model = load_module(args.ckpt, ("TemporalPCNModule", "TemporalTwin", "TransformerPCNModule", "TransformerTwin"),
+                            flag="--ckpt")
         text = model.sample(args.prompt, args.chars, args.temperature, torch.Generator().manual_seed(args.seed))
     except PCNError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -7,10 +7,15 @@ missing and `download` is on. The vocabulary is the corpus's sorted characters;
 the first 90 % is the training split, the last 10 % validation (the customary
 split; there is no other test text, so `test` evaluates the validation split).
 
-Batches are contiguous: each split is cut into `batch_size` parallel streams and
-every batch holds the next `seq_len` characters of every stream (inputs) and the
-characters one step later (targets), so a stateful model carries its hidden state
-from one batch to the next. Under DDP, rank r takes streams r, r + W, ...
+Batches are contiguous (`windows: streams`, for a stateful model): each split is cut
+into `batch_size` parallel streams and every batch holds the next `seq_len`
+characters of every stream (inputs) and the characters one step later (targets), so
+a stateful model carries its hidden state from one batch to the next. Under DDP,
+rank r takes streams r, r + W, ... A model that sees one window at a time (the
+transformer) trains on `windows: random`: each batch `batch_size` windows at offsets
+drawn afresh every epoch (seeded by the epoch, the batch and the rank), as many
+batches per epoch as the streams give; validation is always the contiguous streams,
+so every validation character is predicted once.
 """
 
 from __future__ import annotations
@@ -72,6 +77,46 @@ class Streams(Dataset):
         return self.x[:, s], self.y[:, s]
 
 
+class RandomWindows(Dataset):
+    """`n` batches of `batch` windows of `seq_len` characters at random offsets; the offsets
+    of batch i in epoch e are drawn from a generator seeded by (seed, e, rank, i)."""
+
+    def __init__(self, ids: torch.Tensor, batch: int, seq_len: int, n: int, seed: int = 0, rank: int = 0) -> None:
+        if len(ids) < seq_len + 2:
+            raise ConfigError(f"{len(ids)} characters cannot make windows of {seq_len + 1}: lower --data.seq_len")
+        self.ids, self.batch, self.seq_len, self.n, self.seed, self.rank = ids, batch, seq_len, n, seed, rank
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int):
+        g = torch.Generator().manual_seed(hash((self.seed, self.epoch, self.rank, i)) & 0x7FFF_FFFF_FFFF)
+        start = torch.randint(0, len(self.ids) - self.seq_len - 1, (self.batch,), generator=g)
+        rows = start[:, None] + torch.arange(self.seq_len + 1)
+        window = self.ids[rows]
+        return window[:, :-1], window[:, 1:]
+
+
+class EpochSampler(torch.utils.data.Sampler):
+    """Indices 0..n-1 in order, telling the dataset the epoch (Lightning calls `set_epoch`)."""
+
+    def __init__(self, dataset: RandomWindows) -> None:
+        self.dataset = dataset
+
+    def set_epoch(self, epoch: int) -> None:
+        self.dataset.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __iter__(self):
+        return iter(range(len(self.dataset)))
+
+
 class ShakespeareCharDataModule(L.LightningDataModule):
     """Character-level Tiny Shakespeare.
 
@@ -83,13 +128,18 @@ class ShakespeareCharDataModule(L.LightningDataModule):
         eval_batch_size: streams of the validation split (default batch_size).
         download: fetch the corpus from its canonical address when it is missing.
         limit_chars: use only the first N characters of the corpus (quick runs, tests).
+        windows: "streams" (contiguous training batches, for a stateful model) or
+            "random" (training windows at random offsets, for the transformer).
+        seed: the random windows' seed.
     """
 
     def __init__(self, dataset: str = "shakespeare_char", data_dir: Optional[str] = None, batch_size: int = 64,
                  seq_len: int = 64, eval_batch_size: Optional[int] = None, download: bool = True,
-                 limit_chars: Optional[int] = None) -> None:
+                 limit_chars: Optional[int] = None, windows: str = "streams", seed: int = 0) -> None:
         super().__init__()
         self.save_hyperparameters()
+        if windows not in ("streams", "random"):
+            raise ConfigError(f"unknown windows {windows!r}; choose 'streams' or 'random'")
         if dataset != "shakespeare_char":
             raise ConfigError(f"ShakespeareCharDataModule reads dataset 'shakespeare_char'; got {dataset!r}")
         for name in ("batch_size", "seq_len"):
@@ -149,7 +199,14 @@ class ShakespeareCharDataModule(L.LightningDataModule):
         return DataLoader(Streams(ids, n, self.hparams.seq_len, rank, world), batch_size=None, shuffle=False)
 
     def train_dataloader(self) -> DataLoader:
-        return self._streams(self.train_ids, self.hparams.batch_size)
+        streams = self._streams(self.train_ids, self.hparams.batch_size)
+        if self.hparams.windows == "streams":
+            return streams
+        trainer = self.trainer
+        rank = trainer.global_rank if trainer is not None else 0
+        per_rank = streams.dataset.x.shape[0]  # the global batch split over the ranks, as the streams are
+        data = RandomWindows(self.train_ids, per_rank, self.hparams.seq_len, len(streams), self.hparams.seed, rank)
+        return DataLoader(data, batch_size=None, sampler=EpochSampler(data))
 
     def val_dataloader(self) -> DataLoader:
         return self._streams(self.val_ids, self.hparams.eval_batch_size or self.hparams.batch_size)

@@ -1,7 +1,8 @@
 """The backprop twins: the same networks trained by autograd, as baselines.
 
-`BackpropTwin` (image classifiers) and `TemporalTwin` (the character language model,
-backpropagation through time; its forward code is the PC model's, `CharModelBase`).
+`BackpropTwin` (image classifiers), `TemporalTwin` (the character language model,
+backpropagation through time; its forward code is the PC model's, `CharModelBase`) and
+`TransformerTwin` (the PC transformer's network, `SequenceModelBase`).
 
 A sibling LightningModule: it builds the PCN's network from the same `NetworkSpec`
 (same shapes, same initialization for the same seed) and trains its feedforward
@@ -26,6 +27,7 @@ from pcn_lightning.language import CharModelBase
 from pcn_lightning.metrics import classification_metrics, log_metrics
 from pcn_lightning.settings import Learning, as_settings, from_flat
 from pcn_lightning.step import ModelBase
+from pcn_lightning.transformer import SequenceModelBase
 
 Tensor = torch.Tensor
 
@@ -151,3 +153,29 @@ class TemporalTwin(CharModelBase):
         loss = loss / (B * Lseq)
         self.log("train/bits_per_char", loss.detach() / math.log(2), prog_bar=True, on_step=True, on_epoch=True)
         return loss
+
+
+class TransformerTwin(SequenceModelBase):
+    """The PC transformer's network (same layers, initialization for the same seed,
+    optimizer, schedule and batches) trained by autograd on the cross-entropy of its
+    prediction sweep (`SequenceModelBase.logits`); `label_precision` is kept for the
+    config's sake and does not enter (cross-entropy is the label energy at precision 1)."""
+
+    def __init__(self, layers: Optional[list] = None, context: int = 64, label_precision: float = 1.0,
+                 learning: Learning = Learning(eta_learn=0.001, optimizer="adamw"), seed: int = 0,
+                 input_shape: Optional[list[int]] = None, output_dim: int = 65) -> None:
+        learning = as_settings(learning, Learning)
+        super().__init__(layers, context, label_precision, learning, output_dim)
+        self.save_hyperparameters()
+
+    def training_step(self, batch, batch_idx: int) -> Tensor:
+        x, y = batch
+        self.check_length(x)
+        loss = F.cross_entropy(self.logits(x).flatten(0, 1), y.flatten())
+        self.log("train/bits_per_char", loss.detach() / math.log(2), prog_bar=True, on_step=True, on_epoch=True)
+        return loss
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        """`learning.grad_clip_norm`, as the PC model clips its hand-set gradients."""
+        if self.learning.grad_clip_norm is not None:
+            torch.nn.utils.clip_grad_norm_(self.parameters(), self.learning.grad_clip_norm)

@@ -11,6 +11,7 @@ from pcn_lightning.primitives.pool import AvgPool2d, MaxPool2d
 from pcn_lightning.primitives.sequence import Position, RMSNorm, TokenDense
 from pcn_lightning.primitives.sequential import Sequential
 from pcn_lightning.primitives.skip import Residual
+from pcn_lightning.primitives.transformer import TransformerBlock
 
 __all__ = ["REGISTRY", "Map", "build_map", "register", "Act", "CausalSelfAttention", "AvgPool2d", "Conv2d", "Dense", "Flatten", "MaxPool2d",
-           "Position", "RMSNorm", "Residual", "Sequential", "TokenDense"]
+           "Position", "RMSNorm", "Residual", "Sequential", "TokenDense", "TransformerBlock"]

@@ -71,7 +71,8 @@ class CausalSelfAttention(Map):
         scale = 1.0 / math.sqrt(self.in_shape[1] // self.heads)
         q, k, v = (self._split(x @ w.T) for w in (self.wq, self.wk, self.wv))
         s = (q @ k.transpose(-1, -2)) * scale
-        p = torch.softmax(s.masked_fill(self.mask, float("-inf")), -1)
+        n = x.shape[-2]  # up to the configured positions (a shorter prompt when sampling)
+        p = torch.softmax(s.masked_fill(self.mask[:n, :n], float("-inf")), -1)
         o = self._merge(p @ v)
         return o @ self.wo.T, (x, q, k, v, p, o)
 

@@ -135,13 +135,14 @@ class Position(Map):
         nn.init.normal_(self.table, std=1.0 if init == "normal" else self.std)
 
     def predict(self, x: Tensor) -> tuple[Tensor, Any]:
-        return x + self.table, None
+        return x + self.table[: x.shape[-2]], None  # a shorter sequence (a prompt) takes the first rows
 
     def transpose(self, h: Tensor, ctx: Any) -> Tensor:
         return h
 
     def weight_grads(self, h: Tensor, ctx: Any) -> list[Tensor]:
-        return [-h.sum(0)]
+        g = -h.sum(0)
+        return [g] if g.shape[0] == self.in_shape[0] else [torch.cat([g, g.new_zeros(self.in_shape[0] - g.shape[0], g.shape[1])])]
 
     @classmethod
     def example(cls) -> "Position":

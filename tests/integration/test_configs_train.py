@@ -122,3 +122,22 @@ def test_trains_through_train_py_and_samples(model, corpus, tmp_path, monkeypatc
     out = capsys.readouterr().out
     assert out.startswith("All:") and len(out.rstrip("\n")) >= 40
     assert set(out.rstrip("\n")) <= set(TEXT)
+
+
+@pytest.mark.parametrize("model", ["pcn_lightning.TransformerPCNModule", "pcn_lightning.TransformerTwin"])
+def test_transformer_config_trains_through_train_py_and_samples(model, corpus, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    layers = ('[{token_dense: {units: 8}, position: {}}, {transformer_block: {heads: 2, mlp_ratio: 2}}, '
+              '{rmsnorm: {}, token_dense: {}}]')
+    args = ["--config", str(REPO / "configs/shakespeare_transformer.yaml"), "--data.data_dir", str(corpus.parent),
+            "--data.batch_size", "4", "--data.seq_len", "16", "--model.context", "16", "--model.layers", layers,
+            "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "6", "--trainer.val_check_interval", "1.0",
+            "--trainer.enable_progress_bar", "false", "--model.class_path", model]
+    assert cli.main(args) == 0
+    assert list(tmp_path.rglob("events.out.tfevents*"))
+    ckpt = next(tmp_path.rglob("best-*.ckpt"))
+    from pcn_lightning import sample
+    capsys.readouterr()
+    assert sample.main(["--ckpt", str(ckpt), "--prompt", "All:", "--chars", "20", "--seed", "1"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("All:") and set(out.rstrip("\n")) <= set(TEXT)

@@ -180,9 +180,10 @@ def test_lipschitz_bound_follows_the_optimizer_step():
     assert after == [mp.lipschitz() for mp in maps] and all(a != b for a, b in zip(after, before))
 
 
-def test_attention_is_causal():
+@pytest.mark.parametrize("name", ["attention", "transformer_block"])
+def test_attention_is_causal(name):
     """A change at a later position leaves every earlier position's prediction as it was."""
-    m, x = example("attention")
+    m, x = example(name)
     a = m.predict(x)[0]
     x2 = x.clone()
     x2[:, 3] += torch.randn_like(x2[:, 3])
@@ -206,3 +207,15 @@ def test_categorical_term_over_a_sequence_is_its_energy_gradient():
     assert rel_err(-m.transpose(err.h, err.ctx), auto[0]) < 1e-10
     for g, a in zip(term.weight_grads(err), auto[1:]):
         assert rel_err(g, a) < 1e-10
+
+
+def test_sequence_maps_take_a_shorter_sequence_as_its_first_positions():
+    """A prompt shorter than the configured positions (sampling): each position's
+    prediction is the one it has inside the full sequence (causal, learned positions)."""
+    torch.manual_seed(0)
+    from pcn_lightning.primitives import Position, Sequential
+
+    block = REGISTRY["transformer_block"]((6, 4), heads=2, mlp_ratio=2).double()
+    m = Sequential((6, 4), [Position((6, 4), std=0.5).double(), block])
+    x = torch.randn(B, 6, 4, dtype=torch.float64)
+    assert torch.allclose(m.predict(x[:, :4])[0], m.predict(x)[0][:, :4], atol=1e-12)

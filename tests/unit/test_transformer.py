@@ -1,0 +1,105 @@
+"""The predictive coding transformer: its local updates against autograd (float64),
+causality, sampling, attention maps, and the random training windows."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pcn_lightning import ConfigError, Inference, Learning, TransformerPCNModule, TransformerTwin
+from pcn_lightning.text import RandomWindows
+
+LAYERS = [{"token_dense": {"units": 16}, "position": {"std": 0.5}},
+          {"transformer_block": {"heads": 2, "mlp_ratio": 2, "init_gain": 0.5}, "repeat": 2},
+          {"rmsnorm": {}, "token_dense": {}}]
+ONE_SWEEP = Inference(T_infer=1, eta_infer=1.0, latent_init="feedforward", schedule="sequential")
+
+
+def model(label_precision=1.0, inference=ONE_SWEEP, weight_errors="on_arrival", cls=TransformerPCNModule, **kw):
+    torch.manual_seed(0)
+    learning = Learning(weight_errors=weight_errors, optimizer="adamw")
+    extra = {"inference": inference} if cls is TransformerPCNModule else {}
+    return cls(layers=LAYERS, context=6, output_dim=7, label_precision=label_precision, learning=learning,
+               **extra, **kw).double()
+
+
+def batch():
+    x = torch.randint(0, 7, (3, 6), generator=torch.Generator().manual_seed(1))
+    y = torch.randint(0, 7, (3, 6), generator=torch.Generator().manual_seed(2))
+    return x, y
+
+
+def backprop(m, x, y):
+    """Autograd's gradient of the summed cross-entropy of the prediction sweep."""
+    params = [p for t in m.net.terms for p in t.map.parameters()]
+    loss = F.cross_entropy(m.logits(x).flatten(0, 1), y.flatten(), reduction="sum")
+    return params, torch.autograd.grad(loss, params)
+
+
+def test_one_sweep_with_errors_on_arrival_is_backprop_times_the_label_precision():
+    m = model(label_precision=0.3)
+    x, y = batch()
+    pc = m.local_gradients(x, y)
+    params, auto = backprop(m, x, y)
+    assert [p for p, _ in pc] == params
+    for (_, g), a in zip(pc, auto):
+        assert torch.allclose(g, 0.3 * a, rtol=1e-9, atol=1e-12)
+
+
+def test_settled_updates_point_along_backprop_at_a_small_label_precision():
+    """Settled errors (many parallel steps, learning from the settled state) of a 2-block
+    transformer: at a weak clamp every update points along backprop's gradient."""
+    m = model(label_precision=0.01, inference=Inference(T_infer=300, eta_infer=0.1, latent_init="feedforward"),
+              weight_errors="settled")
+    x, y = batch()
+    pc = m.local_gradients(x, y)
+    _, auto = backprop(m, x, y)
+    flat = lambda gs: torch.cat([g.flatten() for g in gs])
+    assert F.cosine_similarity(flat([g for _, g in pc]), flat(auto), 0) > 0.99
+    assert min(F.cosine_similarity(g.flatten(), a.flatten(), 0) for (_, g), a in zip(pc, auto)) > 0.95
+
+
+def test_a_later_character_does_not_change_an_earlier_prediction():
+    m = model()
+    x, _ = batch()
+    x2 = x.clone()
+    x2[:, 4] = (x2[:, 4] + 1) % 7
+    a, b = m.logits(x), m.logits(x2)
+    assert torch.equal(a[:, :4], b[:, :4]) and not torch.allclose(a[:, 4:], b[:, 4:])
+
+
+def test_twin_is_the_same_network_and_initialization():
+    pc, twin = model(), model(cls=TransformerTwin)
+    assert all(torch.equal(p, q) for p, q in zip(pc.net.parameters(), twin.net.parameters()))
+    x, _ = batch()
+    assert torch.equal(pc.logits(x), twin.logits(x))
+
+
+def test_sampling_and_attention_maps():
+    m = model()
+    m.vocab = "abcdefg"
+    text = m.sample("abc", 10, generator=torch.Generator().manual_seed(0))
+    assert len(text) == 10 and set(text) <= set(m.vocab)
+    maps = m.attention_maps("abcdefgab")  # longer than the context: its last 6 characters
+    assert len(maps) == 2 and maps[0].shape == (2, 6, 6)
+    assert torch.allclose(maps[0].sum(-1), torch.ones(2, 6, dtype=maps[0].dtype))
+    assert torch.all(maps[0].triu(1) == 0)
+    with pytest.raises(ConfigError, match="outside the corpus"):
+        m.sample("xyz", 3)
+
+
+def test_bad_layers_and_lengths_get_one_clear_error():
+    with pytest.raises(ConfigError, match="every position"):
+        TransformerPCNModule(layers=[{"token_dense": {"units": 8}}, {"flatten": {}, "dense": {}}], context=4, output_dim=5)
+    m = model()
+    with pytest.raises(ConfigError, match="seq_len 6"):
+        m.local_gradients(torch.zeros(2, 5, dtype=torch.long), torch.zeros(2, 5, dtype=torch.long))
+
+
+def test_random_windows_are_shifted_targets_seeded_by_epoch():
+    ids = torch.arange(100)
+    data = RandomWindows(ids, batch=4, seq_len=8, n=3, seed=0)
+    x, y = data[0]
+    assert x.shape == (4, 8) and torch.equal(y, x + 1)
+    again = data[0][0]
+    data.set_epoch(1)
+    assert torch.equal(again, x) and not torch.equal(data[0][0], x)
