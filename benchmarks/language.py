@@ -5,7 +5,9 @@ Usage: python -m benchmarks.language [--epochs 10] [--data_dir ../shared/data/ti
 
 Both are `train.py --config configs/shakespeare_char.yaml` (the twin with
 `--model.class_path pcn_lightning.TemporalTwin`): the same network, parameters,
-characters, optimizer and number of updates. Reports the best validation bits per
+characters, optimizer and number of updates. The PC transformer and its twin
+(`--models transformer_pc transformer_twin`) are `configs/shakespeare_transformer.yaml`
+(the twin with `--model.class_path pcn_lightning.TransformerTwin`). Reports the best validation bits per
 character (the last 10 % of the corpus), wall time, training characters per second
 (EpochTimer), and 500 sampled characters from each best checkpoint
 (`python -m pcn_lightning.sample`), into benchmarks/LANGUAGE.md.
@@ -28,20 +30,27 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from benchmarks._timing import table
 
 REPO = Path(__file__).resolve().parents[1]
+CHAR, TRANSFORMER = "configs/shakespeare_char.yaml", "configs/shakespeare_transformer.yaml"
 MODELS = {"pc": ("pcn_lightning.TemporalPCNModule", [], "temporal PC (local rules, no BPTT)"),
           "twin": ("pcn_lightning.TemporalTwin", [], "its twin: backprop through time"),
           "pc_window": ("pcn_lightning.TemporalPCNModule", ["--model.recurrent", "false"],
                         "windowed PC (the last 8 characters, no recurrence)"),
-          "twin_window": ("pcn_lightning.TemporalTwin", ["--model.recurrent", "false"], "its twin: backprop")}
+          "twin_window": ("pcn_lightning.TemporalTwin", ["--model.recurrent", "false"], "its twin: backprop"),
+          "transformer_pc": ("pcn_lightning.TransformerPCNModule", [], "PC transformer (local rules)"),
+          "transformer_twin": ("pcn_lightning.TransformerTwin", [], "its twin: backprop")}
+
+
+def config_of(name: str) -> str:
+    return TRANSFORMER if name.startswith("transformer") else CHAR
 
 
 def run(name: str, args, work: Path) -> dict:
     cls, flags, _ = MODELS[name]
-    cmd = [sys.executable, str(REPO / "train.py"), "--config", str(REPO / "configs/shakespeare_char.yaml"),
+    cmd = [sys.executable, str(REPO / "train.py"), "--config", str(REPO / config_of(name)),
            "--model.class_path", cls, *flags, "--data.data_dir", args.data_dir, "--trainer.max_epochs", str(args.epochs),
            "--trainer.logger.init_args.save_dir", str(work), "--trainer.logger.init_args.name", name,
            "--trainer.enable_progress_bar", "false", "--test", "false", *args.extra]
-    if name.startswith("twin"):  # inference settings do not apply to the twin
+    if name.startswith("twin"):  # inference settings do not apply to the twin (the transformer's are dropped by the CLI)
         cmd = [a for i, a in enumerate(cmd) if not (a.startswith("--model.carry") or (i and cmd[i - 1].startswith("--model.carry")))]
     t0 = time.perf_counter()
     r = subprocess.run(cmd, cwd=work, capture_output=True, text=True, env=dict(os.environ, PYTHONWARNINGS="ignore"))
@@ -60,7 +69,7 @@ def run(name: str, args, work: Path) -> dict:
 
     import yaml
 
-    data = yaml.safe_load((REPO / "configs/shakespeare_char.yaml").read_text())["data"]["init_args"]
+    data = yaml.safe_load((REPO / config_of(name)).read_text())["data"]["init_args"]
     dm = ShakespeareCharDataModule(data_dir=args.data_dir, batch_size=data["batch_size"], seq_len=data["seq_len"])
     dm.setup()
     per_epoch = len(dm.train_dataloader()) * data["batch_size"] * data["seq_len"]
@@ -98,10 +107,40 @@ def timing(steps: int = 10) -> None:
             twin.training_step((x, y), 0).backward()
             topt.step()
         t = interleaved({"pc": lambda: pc.training_step((x, y), 0), "twin": twin_step}, repeats=steps, warmup=2)
-        rows.append([("temporal" if recurrent else "windowed"), f"{B * L / t['pc']:.0f}", f"{B * L / t['twin']:.0f}",
+        rows.append([("temporal" if recurrent else "windowed") + f" ({B} x {L})", f"{B * L / t['pc']:.0f}", f"{B * L / t['twin']:.0f}",
                      f"{t['pc'] / t['twin']:.2f}"])
-    print(f"threads={torch.get_num_threads()}, batch {B} x {L} characters")
+    rows.append(transformer_timing(steps))
+    print(f"threads={torch.get_num_threads()}")
     print(table(rows, ["model", "PC chars/s", "twin chars/s", "PC / twin time"]))
+
+
+def transformer_timing(steps: int) -> list[str]:
+    """The PC transformer's training step beside its twin's (autograd, the same optimizer), alternated."""
+    import torch
+    import yaml
+
+    from benchmarks._timing import interleaved
+    from pcn_lightning import TransformerPCNModule, TransformerTwin
+    from pcn_lightning.settings import Inference, Learning
+
+    cfg = yaml.safe_load((REPO / TRANSFORMER).read_text())
+    init, data = cfg["model"]["init_args"], cfg["data"]["init_args"]
+    B, L = data["batch_size"], data["seq_len"]
+    common = dict(layers=init["layers"], context=init["context"], label_precision=init["label_precision"],
+                  learning=Learning(**{**init["learning"], "lr_scheduler": None}), output_dim=65)
+    torch.manual_seed(0)
+    pc = TransformerPCNModule(**common, inference=Inference(**init["inference"]))
+    twin = TransformerTwin(**common)
+    x, y = torch.randint(0, 65, (B, L)), torch.randint(0, 65, (B, L))
+    opt, topt = pc.configure_optimizers(), twin.configure_optimizers()
+    pc.optimizers, pc.log, twin.log = (lambda: opt), (lambda *a, **k: None), (lambda *a, **k: None)
+
+    def twin_step():
+        topt.zero_grad()
+        twin.training_step((x, y), 0).backward()
+        topt.step()
+    t = interleaved({"pc": lambda: pc.training_step((x, y), 0), "twin": twin_step}, repeats=steps, warmup=2)
+    return [f"transformer ({B} x {L})", f"{B * L / t['pc']:.0f}", f"{B * L / t['twin']:.0f}", f"{t['pc'] / t['twin']:.2f}"]
 
 
 def main() -> None:

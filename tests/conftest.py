@@ -18,6 +18,12 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 
+if os.environ.get("PYTEST_XDIST_WORKER"):  # parallel workers: one torch thread each (and in their children),
+    import torch  # or the workers' threads oversubscribe the cores and every test slows down
+
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+
 
 class Finished(NamedTuple):
     """A train.py run's outcome, in subprocess.CompletedProcess's names."""

@@ -134,7 +134,14 @@ def test_transformer_config_trains_through_train_py_and_samples(model, corpus, t
             "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "6", "--trainer.val_check_interval", "1.0",
             "--trainer.enable_progress_bar", "false", "--model.class_path", model]
     assert cli.main(args) == 0
-    assert list(tmp_path.rglob("events.out.tfevents*"))
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(next(tmp_path.rglob("events.out.tfevents*")).parent))
+    events.Reload()
+    assert "attention/block0_head0" in events.Tags()["images"]  # the attention map, one head
+    assert "val/bits_per_char" in events.Tags()["scalars"]
+    if model.endswith("PCNModule"):  # each block's energy
+        assert {"train/energy_layer1", "train/energy_layer2", "train/energy_readout"} <= set(events.Tags()["scalars"])
     ckpt = next(tmp_path.rglob("best-*.ckpt"))
     from pcn_lightning import sample
     capsys.readouterr()

@@ -187,6 +187,7 @@ def ended_cleanly(p, marker: str, within: float = 60) -> str:
     return err
 
 
+@pytest.mark.xdist_group("ddp")
 def test_sigterm_under_ddp_stops_every_rank_at_the_same_batch(tmp_path, fmnist_session_dir):
     p, worker, folder, marker = start_ddp_run(tmp_path, fmnist_session_dir)
     p.send_signal(signal.SIGTERM)  # to the process the scheduler started: rank zero
@@ -196,6 +197,7 @@ def test_sigterm_under_ddp_stops_every_rank_at_the_same_batch(tmp_path, fmnist_s
     assert load_checkpoint(folder / "interrupted.ckpt")["global_step"] > 0
 
 
+@pytest.mark.xdist_group("ddp")
 def test_a_dead_ddp_rank_ends_the_run_with_an_error(tmp_path, fmnist_session_dir):
     p, worker, folder, marker = start_ddp_run(tmp_path, fmnist_session_dir)
     os.kill(worker, signal.SIGKILL)
