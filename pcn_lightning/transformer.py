@@ -24,6 +24,7 @@ optimizer and batches, trained by autograd on the cross-entropy.
 
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import torch
@@ -182,7 +183,8 @@ class TransformerPCNModule(SequenceModelBase):
         self.inference = inference
         self.hebbian = Hebbian(self.net, range(len(self.net.terms)))
         self.guard = DivergenceGuard(divergence_factor)
-        self._epoch_sums: Optional[Tensor] = None
+        self._epoch_sums: Optional[Tensor] = None  # each term's energy per character, summed over the epoch
+        self._epoch_batches = 0
 
     @torch.no_grad()
     def settle_for_learning(self, x: Tensor, y: Tensor) -> tuple[SettledBatch, SettleResult, Tensor]:
@@ -214,10 +216,10 @@ class TransformerPCNModule(SequenceModelBase):
         with torch.no_grad():
             apply_gradients(self.optimizers(), local_gradients([self.hebbian], settled), n,
                             self.learning.grad_clip_norm)
-            bits = F.cross_entropy(logits.flatten(0, 1), y.flatten()) / torch.log(torch.tensor(2.0))
+            bits = F.cross_entropy(logits.flatten(0, 1), y.flatten()) / math.log(2)
         self.log("train/bits_per_char", bits, prog_bar=True, on_step=True, on_epoch=True)
         self._epoch_sums = per_term if self._epoch_sums is None else self._epoch_sums + per_term
-        self._epoch_batches = getattr(self, "_epoch_batches", 0) + 1
+        self._epoch_batches += 1
 
     def on_train_epoch_end(self) -> None:
         if self._epoch_sums is not None:  # each block's energy per character: where the error sits

@@ -103,3 +103,17 @@ def test_random_windows_are_shifted_targets_seeded_by_epoch():
     again = data[0][0]
     data.set_epoch(1)
     assert torch.equal(again, x) and not torch.equal(data[0][0], x)
+
+
+def test_a_diverged_step_stops_before_the_weights_move():
+    from pcn_lightning import DivergenceError
+
+    m = model()
+    opt = m.configure_optimizers()
+    m.optimizers, m.log = (lambda: opt), (lambda *a, **k: None)
+    with torch.no_grad():
+        m.net.terms[1].map.attention.wq.fill_(float("nan"))
+    before = [p.clone() for p in m.net.terms[0].map.parameters()]
+    with pytest.raises(DivergenceError, match="became nan"):
+        m.training_step(batch(), 0)
+    assert all(torch.equal(a, b) for a, b in zip(before, m.net.terms[0].map.parameters()))
