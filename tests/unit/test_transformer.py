@@ -117,3 +117,18 @@ def test_a_diverged_step_stops_before_the_weights_move():
     with pytest.raises(DivergenceError, match="became nan"):
         m.training_step(batch(), 0)
     assert all(torch.equal(a, b) for a, b in zip(before, m.net.terms[0].map.parameters()))
+
+
+def test_random_windows_follow_lightnings_epoch(corpus):
+    """Lightning tells the sampler the epoch (as it does a DistributedSampler): new windows each epoch."""
+    from lightning.fabric.utilities.data import _set_sampler_epoch
+
+    from pcn_lightning import ShakespeareCharDataModule
+
+    dm = ShakespeareCharDataModule(data_dir=str(corpus.parent), batch_size=4, seq_len=8, windows="random")
+    dm.setup("fit")
+    loader = dm.train_dataloader()
+    first = next(iter(loader))[0]
+    _set_sampler_epoch(loader, 1)
+    assert loader.dataset.epoch == 1 and not torch.equal(next(iter(loader))[0], first)
+    assert len(loader) == len(dm._streams(dm.train_ids, 4))  # as many batches an epoch as the streams give
