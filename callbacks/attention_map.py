@@ -7,7 +7,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from lightning.pytorch.utilities import rank_zero_only
 
-from callbacks._common import log_figure
+from callbacks._common import log_figure, tensorboard
 
 
 def attention_figure(weights: np.ndarray, text: str, title: str):
@@ -39,9 +39,11 @@ class AttentionMap(L.Callback):
 
     @rank_zero_only
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
-        if trainer.sanity_checking or not hasattr(pl_module, "attention_maps") or not pl_module.vocab:
+        if (trainer.sanity_checking or tensorboard(trainer) is None or not hasattr(pl_module, "attention_maps")
+                or not pl_module.vocab):
             return
-        text = "".join(c for c in self.probe if c in pl_module.vocab)[-pl_module.context:]
+        # the probe's characters the corpus has (its first character when it has none of them)
+        text = "".join(c for c in self.probe if c in pl_module.vocab)[-pl_module.context:] or pl_module.vocab[0]
         maps = pl_module.attention_maps(text)
         if not maps:
             return

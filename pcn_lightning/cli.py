@@ -198,11 +198,14 @@ def model_parameters(args: list[str]) -> set:
     import yaml
 
     path = None
-    for i, a in enumerate(args):
-        if a in ("--config", "-c") and i + 1 < len(args) and path is None:
+    for i, a in enumerate(args):  # the configs in order: a later one's model wins, as in jsonargparse
+        config = args[i + 1] if a in ("--config", "-c") and i + 1 < len(args) else \
+            a.split("=", 1)[1] if a.startswith("--config=") else None
+        if config is not None:
             try:
-                model = (yaml.safe_load(open(args[i + 1])) or {}).get("model")
-                path = model.get("class_path") if isinstance(model, dict) else model
+                with open(config) as fh:
+                    model = (yaml.safe_load(fh) or {}).get("model")
+                path = (model.get("class_path") if isinstance(model, dict) else model) or path
             except (OSError, yaml.YAMLError, AttributeError):
                 pass
     for i, a in enumerate(args):

@@ -97,6 +97,10 @@ class TextModelBase(ModelBase):
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.vocab = checkpoint.get("vocab")
 
+    def default_prompt(self) -> str:
+        """What an empty prompt starts from: a new line (or the vocabulary's first character)."""
+        return "\n" if self.vocab and "\n" in self.vocab else (self.vocab or "\n")[0]
+
     def encode(self, prompt: str) -> list[int]:
         """The prompt's character ids, or one clear error (no vocabulary, unknown characters)."""
         if not self.vocab:
@@ -198,7 +202,7 @@ class CharModelBase(TextModelBase):
     @torch.no_grad()
     def sample(self, prompt: str, chars: int, temperature: float = 1.0, generator: Optional[torch.Generator] = None) -> str:
         """Continue `prompt` by `chars` characters drawn from the model's predictions."""
-        ids = self.encode(prompt or "\n")
+        ids = self.encode(prompt or self.default_prompt())
         self.reset_state("sample", 1)
         logits = None
         for i in ids:

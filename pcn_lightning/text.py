@@ -13,8 +13,8 @@ characters of every stream (inputs) and the characters one step later (targets),
 a stateful model carries its hidden state from one batch to the next. Under DDP,
 rank r takes streams r, r + W, ... A model that sees one window at a time (the
 transformer) trains on `windows: random`: each batch `batch_size` windows at offsets
-drawn afresh every epoch (seeded by the epoch, the batch and the rank), as many
-batches per epoch as the streams give; validation is always the contiguous streams,
+drawn afresh every epoch (seeded by the epoch and the batch; under DDP each rank takes
+its slice of the global batch), as many batches per epoch as the streams give; validation is always the contiguous streams,
 so every validation character is predicted once.
 """
 
@@ -27,7 +27,7 @@ from typing import Optional
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from pcn_lightning.errors import ConfigError, DataNotFoundError
 
@@ -78,13 +78,17 @@ class Streams(Dataset):
 
 
 class RandomWindows(Dataset):
-    """`n` batches of `batch` windows of `seq_len` characters at random offsets; the offsets
-    of batch i in epoch e are drawn from a generator seeded by (seed, e, rank, i)."""
+    """`n` global batches of `batch * world` windows of `seq_len` characters at random
+    offsets, drawn from a generator seeded by (seed, epoch, i); rank r takes its slice of
+    `batch` windows. A run on W devices sees the windows one device sees with the global
+    batch, whatever W."""
 
-    def __init__(self, ids: torch.Tensor, batch: int, seq_len: int, n: int, seed: int = 0, rank: int = 0) -> None:
-        if len(ids) < seq_len + 2:
+    def __init__(self, ids: torch.Tensor, batch: int, seq_len: int, n: int, seed: int = 0, rank: int = 0,
+                 world: int = 1) -> None:
+        if len(ids) < seq_len + 1:
             raise ConfigError(f"{len(ids)} characters cannot make windows of {seq_len + 1}: lower --data.seq_len")
-        self.ids, self.batch, self.seq_len, self.n, self.seed, self.rank = ids, batch, seq_len, n, seed, rank
+        self.ids, self.batch, self.seq_len, self.n, self.seed = ids, batch, seq_len, n, seed
+        self.rank, self.world = rank, world
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -94,21 +98,26 @@ class RandomWindows(Dataset):
         return self.n
 
     def __getitem__(self, i: int):
-        g = torch.Generator().manual_seed(hash((self.seed, self.epoch, self.rank, i)) & 0x7FFF_FFFF_FFFF)
-        start = torch.randint(0, len(self.ids) - self.seq_len - 1, (self.batch,), generator=g)
-        rows = start[:, None] + torch.arange(self.seq_len + 1)
-        window = self.ids[rows]
+        g = torch.Generator().manual_seed((self.seed * 1_000_003 + self.epoch) * 1_000_003 + i)
+        start = torch.randint(0, len(self.ids) - self.seq_len, (self.batch * self.world,), generator=g)
+        start = start[self.rank * self.batch: (self.rank + 1) * self.batch]
+        window = self.ids[start[:, None] + torch.arange(self.seq_len + 1)]
         return window[:, :-1], window[:, 1:]
 
 
-class EpochSampler(torch.utils.data.Sampler):
-    """Indices 0..n-1 in order, telling the dataset the epoch (Lightning calls `set_epoch`)."""
+class RankLocalSampler(DistributedSampler):
+    """Batches 0..n-1 in order, of a dataset that is already this rank's share (the streams,
+    the windows): a DistributedSampler subclass, so Lightning keeps it instead of wrapping
+    the loader in its own (which would split the batches across the ranks a second time).
+    It passes the epoch on to the dataset (new random windows every epoch)."""
 
-    def __init__(self, dataset: RandomWindows) -> None:
-        self.dataset = dataset
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset, self.epoch = dataset, 0
 
     def set_epoch(self, epoch: int) -> None:
-        self.dataset.set_epoch(epoch)
+        self.epoch = epoch
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(epoch)
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -196,7 +205,8 @@ class ShakespeareCharDataModule(L.LightningDataModule):
     def _streams(self, ids: torch.Tensor, n: int) -> DataLoader:
         trainer = self.trainer
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-        return DataLoader(Streams(ids, n, self.hparams.seq_len, rank, world), batch_size=None, shuffle=False)
+        data = Streams(ids, n, self.hparams.seq_len, rank, world)
+        return DataLoader(data, batch_size=None, sampler=RankLocalSampler(data))
 
     def train_dataloader(self) -> DataLoader:
         streams = self._streams(self.train_ids, self.hparams.batch_size)
@@ -205,8 +215,9 @@ class ShakespeareCharDataModule(L.LightningDataModule):
         trainer = self.trainer
         rank = trainer.global_rank if trainer is not None else 0
         per_rank = streams.dataset.x.shape[0]  # the global batch split over the ranks, as the streams are
-        data = RandomWindows(self.train_ids, per_rank, self.hparams.seq_len, len(streams), self.hparams.seed, rank)
-        return DataLoader(data, batch_size=None, sampler=EpochSampler(data))
+        world = trainer.world_size if trainer is not None else 1
+        data = RandomWindows(self.train_ids, per_rank, self.hparams.seq_len, len(streams), self.hparams.seed, rank, world)
+        return DataLoader(data, batch_size=None, sampler=RankLocalSampler(data))
 
     def val_dataloader(self) -> DataLoader:
         return self._streams(self.val_ids, self.hparams.eval_batch_size or self.hparams.batch_size)

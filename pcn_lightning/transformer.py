@@ -85,6 +85,8 @@ class SequenceModelBase(TextModelBase):
     def sweep(self, ids: Tensor) -> list:
         """The prediction sweep from characters (B, T <= context) to the label's source:
         every node's value (the label's left None). Differentiable (the twin's forward)."""
+        if ids.dim() != 2 or not 1 <= ids.shape[1] <= self.context:
+            raise ConfigError(f"the model reads (batch, up to {self.context}) character ids; got shape {tuple(ids.shape)}")
         xs = [None] * len(self.net.nodes)
         xs[self.net.data] = self.one_hot(ids)
         self.net.sweep(xs, self.net.terms, [k for k in self.net.sweep_order if k != self.net.label_term])
@@ -117,7 +119,7 @@ class SequenceModelBase(TextModelBase):
     def sample(self, prompt: str, chars: int, temperature: float = 1.0, generator: Optional[torch.Generator] = None) -> str:
         """Continue `prompt` by `chars` characters, each drawn from the prediction of the last
         `context` characters."""
-        ids = self.encode(prompt or "\n")
+        ids = self.encode(prompt or self.default_prompt())
         out = []
         for _ in range(chars):
             window = torch.tensor([ids[-self.context:]], device=self.device)
@@ -130,7 +132,7 @@ class SequenceModelBase(TextModelBase):
     def attention_maps(self, text: str) -> list[Tensor]:
         """Each transformer block's attention probabilities on `text` (its last `context`
         characters): one (heads, T, T) tensor per block, row t = where position t looks."""
-        ids = torch.tensor([self.encode(text)[-self.context:]], device=self.device)
+        ids = torch.tensor([self.encode(text or self.default_prompt())[-self.context:]], device=self.device)
         xs = [None] * len(self.net.nodes)
         xs[self.net.data] = self.one_hot(ids)
         maps = []
@@ -142,6 +144,9 @@ class SequenceModelBase(TextModelBase):
             xs[t.target] = t.act.f(a)
             if isinstance(t.map, TransformerBlock):
                 maps.append(t.map.attention_probabilities(ctx)[0])
+            elif any(isinstance(m, TransformerBlock) for m in t.map.modules()):
+                raise ConfigError(f"{t.name}: attention maps are read from a transformer_block that is its block's "
+                                  "only primitive (no skip: its residuals are inside)")
         return maps
 
 
@@ -159,8 +164,8 @@ class TransformerPCNModule(SequenceModelBase):
         learning: optimizer, rates, schedule; `weight_errors: on_arrival` with one
             sequential sweep at step 1 learns from each term's error when the sweep
             reaches it (backprop's gradient times the label precision, exactly).
-        divergence_factor: stop training when the energy per character exceeds this
-            multiple of the lowest seen (or is not finite).
+        divergence_factor: stop training when an energy is not finite, or when the
+            energy per character grows this many times over (`guard.DivergenceGuard`).
         input_shape, output_dim: linked from the data (one-hot characters, vocabulary size).
     """
 
@@ -180,6 +185,13 @@ class TransformerPCNModule(SequenceModelBase):
             from pcn_lightning.module import check_on_arrival
 
             check_on_arrival(inference, learning)
+        unsupported = [f"learning.{name} {value!r}" for name, value, default in (
+            ("t_learn", learning.t_learn, 1), ("learn_precision", learning.learn_precision, False),
+            ("predictive_precision", learning.predictive_precision, False),
+            ("readout_learning", learning.readout_learning, Learning().readout_learning)) if value != default]
+        if unsupported:
+            raise ConfigError("the transformer learns every weight by its Hebbian rule once per batch; it does not "
+                              "take " + ", ".join(unsupported) + " (remove them)")
         self.inference = inference
         self.hebbian = Hebbian(self.net, range(len(self.net.terms)))
         self.guard = DivergenceGuard(divergence_factor)
@@ -189,19 +201,21 @@ class TransformerPCNModule(SequenceModelBase):
     @torch.no_grad()
     def settle_for_learning(self, x: Tensor, y: Tensor) -> tuple[SettledBatch, SettleResult, Tensor]:
         """The batch settled with the next characters clamped: what the rules read, the
-        settle's result, and the feedforward logits (B, T, V) the settle started from."""
+        settle's result, and the summed cross-entropy (nats) of the feedforward prediction
+        the settle started from (taken before settling, which writes over it)."""
         self.check_length(x)
         label = self.one_hot(y)
         start = self.net.initial_state(self.one_hot(x), label, "feedforward")
         readout = self.net.terms[self.net.label_term]
         start.predictions[self.net.label_term] = readout.map.predict(start.xs[readout.source])  # reused by settle
         logits = start.predictions[self.net.label_term][0]
+        nll = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum")
         arrival = OnArrival(self.net) if self.learning.weight_errors == "on_arrival" else None
         result = settle(self.net, start.xs, start.free, self.inference, predictions=start.predictions,
                         before_node=None if arrival is None else arrival.before_node, repredict=arrival is None)
         settled = SettledBatch(self.net, start.xs, result.errors, label, lambda: start.xs,
                                None if arrival is None else arrival.grads)
-        return settled, result, logits
+        return settled, result, nll
 
     def local_gradients(self, x: Tensor, y: Tensor) -> Gradients:
         """(parameter, dE/dparameter summed over the batch's characters) of every weight."""
@@ -210,13 +224,15 @@ class TransformerPCNModule(SequenceModelBase):
     def training_step(self, batch, batch_idx: int) -> None:
         x, y = batch
         n = y.numel()
-        settled, result, logits = self.settle_for_learning(x, y)
+        settled, result, nll = self.settle_for_learning(x, y)
         per_term = self.net.energies(result.errors) / n
-        self.guard.check(per_term, None, self.net.term_names, self.global_step)
+        # errors on arrival learn from one sweep by design: no settle whose energy must fall
+        start = None if self.learning.weight_errors == "on_arrival" else result.start / n
+        self.guard.check(per_term, start, self.net.term_names, self.global_step)
         with torch.no_grad():
             apply_gradients(self.optimizers(), local_gradients([self.hebbian], settled), n,
                             self.learning.grad_clip_norm)
-            bits = F.cross_entropy(logits.flatten(0, 1), y.flatten()) / math.log(2)
+            bits = nll / n / math.log(2)
         self.log("train/bits_per_char", bits, prog_bar=True, on_step=True, on_epoch=True)
         self._epoch_sums = per_term if self._epoch_sums is None else self._epoch_sums + per_term
         self._epoch_batches += 1

@@ -56,6 +56,9 @@ def test_settled_updates_point_along_backprop_at_a_small_label_precision():
     flat = lambda gs: torch.cat([g.flatten() for g in gs])
     assert F.cosine_similarity(flat([g for _, g in pc]), flat(auto), 0) > 0.99
     assert min(F.cosine_similarity(g.flatten(), a.flatten(), 0) for (_, g), a in zip(pc, auto)) > 0.95
+    # what training reports is the feedforward prediction's cross-entropy, taken before settling moves it
+    nll = m.settle_for_learning(x, y)[2]
+    assert torch.allclose(nll, F.cross_entropy(m.logits(x).flatten(0, 1), y.flatten(), reduction="sum"))
 
 
 def test_a_later_character_does_not_change_an_earlier_prediction():
@@ -85,6 +88,12 @@ def test_sampling_and_attention_maps():
     assert torch.all(maps[0].triu(1) == 0)
     with pytest.raises(ConfigError, match="outside the corpus"):
         m.sample("xyz", 3)
+    assert len(m.sample("", 3)) == 3  # no new line in this vocabulary: starts from its first character
+
+
+def test_settings_it_does_not_take_are_refused():
+    with pytest.raises(ConfigError, match="t_learn 3"):
+        TransformerPCNModule(layers=LAYERS, context=6, output_dim=7, learning=Learning(t_learn=3))
 
 
 def test_bad_layers_and_lengths_get_one_clear_error():
@@ -93,6 +102,8 @@ def test_bad_layers_and_lengths_get_one_clear_error():
     m = model()
     with pytest.raises(ConfigError, match="seq_len 6"):
         m.local_gradients(torch.zeros(2, 5, dtype=torch.long), torch.zeros(2, 5, dtype=torch.long))
+    with pytest.raises(ConfigError, match="up to 6"):
+        m.logits(torch.zeros(2, 7, dtype=torch.long))
 
 
 def test_random_windows_are_shifted_targets_seeded_by_epoch():
@@ -103,6 +114,9 @@ def test_random_windows_are_shifted_targets_seeded_by_epoch():
     again = data[0][0]
     data.set_epoch(1)
     assert torch.equal(again, x) and not torch.equal(data[0][0], x)
+    data.set_epoch(0)  # two ranks take the halves of the global batch one device draws
+    halves = [RandomWindows(ids, batch=2, seq_len=8, n=3, seed=0, rank=r, world=2)[0][0] for r in (0, 1)]
+    assert torch.equal(torch.cat(halves), x)
 
 
 def test_a_diverged_step_stops_before_the_weights_move():
@@ -131,4 +145,16 @@ def test_random_windows_follow_lightnings_epoch(corpus):
     first = next(iter(loader))[0]
     _set_sampler_epoch(loader, 1)
     assert loader.dataset.epoch == 1 and not torch.equal(next(iter(loader))[0], first)
-    assert len(loader) == len(dm._streams(dm.train_ids, 4))  # as many batches an epoch as the streams give
+
+
+def test_text_loaders_are_kept_by_lightning_under_ddp(corpus):
+    """The streams and the windows are already each rank's share: Lightning must keep their
+    samplers (a sampler it substitutes would split the batches across the ranks again)."""
+    from pcn_lightning import ShakespeareCharDataModule
+    from torch.utils.data import DistributedSampler
+
+    dm = ShakespeareCharDataModule(data_dir=str(corpus.parent), batch_size=4, seq_len=8, windows="random")
+    dm.setup("fit")
+    for loader in (dm.train_dataloader(), dm.val_dataloader()):
+        assert isinstance(loader.sampler, DistributedSampler)  # what Lightning leaves as it is
+        assert list(loader.sampler) == list(range(len(loader.dataset)))  # every batch of this rank's share
