@@ -111,19 +111,20 @@ class RankLocalSampler(DistributedSampler):
     the loader in its own (which would split the batches across the ranks a second time).
     It passes the epoch on to the dataset (new random windows every epoch)."""
 
-    def __init__(self, dataset: Dataset) -> None:
-        self.dataset, self.epoch = dataset, 0
+    def __init__(self, dataset: Dataset, start_batch: int = 0) -> None:
+        self.dataset, self.epoch, self.start_batch = dataset, 0, start_batch
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
         if hasattr(self.dataset, "set_epoch"):
             self.dataset.set_epoch(epoch)
 
-    def __len__(self) -> int:
+    def __len__(self) -> int:  # the whole epoch, also when resuming mid-epoch (Lightning counts from its checkpoint)
         return len(self.dataset)
 
     def __iter__(self):
-        return iter(range(len(self.dataset)))
+        start, self.start_batch = self.start_batch, 0  # a skip applies to the resumed epoch only
+        return iter(range(start, len(self.dataset)))
 
 
 class ShakespeareCharDataModule(L.LightningDataModule):
@@ -211,13 +212,30 @@ class ShakespeareCharDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         streams = self._streams(self.train_ids, self.hparams.batch_size)
         if self.hparams.windows == "streams":
+            streams.sampler.start_batch = self._take_resume_batch()
             return streams
         trainer = self.trainer
         rank = trainer.global_rank if trainer is not None else 0
         per_rank = streams.dataset.x.shape[0]  # the global batch split over the ranks, as the streams are
         world = trainer.world_size if trainer is not None else 1
         data = RandomWindows(self.train_ids, per_rank, self.hparams.seq_len, len(streams), self.hparams.seed, rank, world)
-        return DataLoader(data, batch_size=None, sampler=RankLocalSampler(data))
+        return DataLoader(data, batch_size=None, sampler=RankLocalSampler(data, self._take_resume_batch()))
+
+    def state_dict(self) -> dict:
+        """Saved in checkpoints: how many batches of the current epoch were trained on."""
+        trainer = self.trainer
+        if trainer is None:
+            return {}
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        return {"batches_done": int(done) if done < trainer.num_training_batches else 0}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Resume mid-epoch: the training sampler skips the batches already trained on."""
+        self._resume_batch = int(state.get("batches_done", 0))
+
+    def _take_resume_batch(self) -> int:
+        start, self._resume_batch = getattr(self, "_resume_batch", 0), 0
+        return start
 
     def val_dataloader(self) -> DataLoader:
         return self._streams(self.val_ids, self.hparams.eval_batch_size or self.hparams.batch_size)

@@ -158,3 +158,17 @@ def test_text_loaders_are_kept_by_lightning_under_ddp(corpus):
     for loader in (dm.train_dataloader(), dm.val_dataloader()):
         assert isinstance(loader.sampler, DistributedSampler)  # what Lightning leaves as it is
         assert list(loader.sampler) == list(range(len(loader.dataset)))  # every batch of this rank's share
+
+
+@pytest.mark.parametrize("windows", ["random", "streams"])
+def test_a_resumed_epoch_skips_the_batches_already_trained_on(corpus, windows):
+    from pcn_lightning import ShakespeareCharDataModule
+
+    dm = ShakespeareCharDataModule(data_dir=str(corpus.parent), batch_size=2, seq_len=8, windows=windows)
+    dm.setup("fit")
+    full = [x for x, _ in dm.train_dataloader()]
+    dm.load_state_dict({"batches_done": 2})
+    loader = dm.train_dataloader()
+    resumed = [x for x, _ in loader]
+    assert len(resumed) == len(full) - 2 and all(torch.equal(a, b) for a, b in zip(resumed, full[2:]))
+    assert len([x for x, _ in loader]) == len(full)  # the next epoch is whole
