@@ -79,58 +79,13 @@ def run(name: str, args, work: Path) -> dict:
             "chars_per_s": per_epoch / epoch_s, "sample": sample}
 
 
-def timing(steps: int = 10) -> None:
-    """Training characters per second, PC and twin alternated on the same batches (quiet machine)."""
+def alternated_row(name: str, pc, twin, B: int, L: int, steps: int) -> list[str]:
+    """PC's and the twin's training steps alternated on the same random batch of B x L
+    characters (no Trainer: the optimizer handed over, logging dropped): one table row."""
     import torch
-    import yaml
 
     from benchmarks._timing import interleaved
-    from pcn_lightning import TemporalPCNModule, TemporalTwin
-    from pcn_lightning.settings import Inference, Learning
 
-    cfg = yaml.safe_load((REPO / "configs/shakespeare_char.yaml").read_text())
-    init, data = cfg["model"]["init_args"], cfg["data"]["init_args"]
-    B, L = data["batch_size"], data["seq_len"]
-    rows = []
-    for recurrent in (True, False):
-        common = dict(hidden=init["hidden"], window=init["window"], extra_layers=init.get("extra_layers", 0),
-                      label_precision=init["label_precision"],
-                      recurrent=recurrent, learning=Learning(**{**init["learning"], "lr_scheduler": None}), output_dim=65)
-        pc = TemporalPCNModule(**common, carry=init["carry"], inference=Inference(**init["inference"]))
-        twin = TemporalTwin(**common)
-        x, y = torch.randint(0, 65, (B, L)), torch.randint(0, 65, (B, L))
-        opt, topt = pc.configure_optimizers(), twin.configure_optimizers()
-        pc.optimizers, pc.log, twin.log = (lambda: opt), (lambda *a, **k: None), (lambda *a, **k: None)
-
-        def twin_step():
-            topt.zero_grad()
-            twin.training_step((x, y), 0).backward()
-            topt.step()
-        t = interleaved({"pc": lambda: pc.training_step((x, y), 0), "twin": twin_step}, repeats=steps, warmup=2)
-        rows.append([("temporal" if recurrent else "windowed") + f" ({B} x {L})", f"{B * L / t['pc']:.0f}", f"{B * L / t['twin']:.0f}",
-                     f"{t['pc'] / t['twin']:.2f}"])
-    rows.append(transformer_timing(steps))
-    print(f"threads={torch.get_num_threads()}")
-    print(table(rows, ["model", "PC chars/s", "twin chars/s", "PC / twin time"]))
-
-
-def transformer_timing(steps: int) -> list[str]:
-    """The PC transformer's training step beside its twin's (autograd, the same optimizer), alternated."""
-    import torch
-    import yaml
-
-    from benchmarks._timing import interleaved
-    from pcn_lightning import TransformerPCNModule, TransformerTwin
-    from pcn_lightning.settings import Inference, Learning
-
-    cfg = yaml.safe_load((REPO / TRANSFORMER).read_text())
-    init, data = cfg["model"]["init_args"], cfg["data"]["init_args"]
-    B, L = data["batch_size"], data["seq_len"]
-    common = dict(layers=init["layers"], context=init["context"], label_precision=init["label_precision"],
-                  learning=Learning(**{**init["learning"], "lr_scheduler": None}), output_dim=65)
-    torch.manual_seed(0)
-    pc = TransformerPCNModule(**common, inference=Inference(**init["inference"]))
-    twin = TransformerTwin(**common)
     x, y = torch.randint(0, 65, (B, L)), torch.randint(0, 65, (B, L))
     opt, topt = pc.configure_optimizers(), twin.configure_optimizers()
     pc.optimizers, pc.log, twin.log = (lambda: opt), (lambda *a, **k: None), (lambda *a, **k: None)
@@ -140,7 +95,37 @@ def transformer_timing(steps: int) -> list[str]:
         twin.training_step((x, y), 0).backward()
         topt.step()
     t = interleaved({"pc": lambda: pc.training_step((x, y), 0), "twin": twin_step}, repeats=steps, warmup=2)
-    return [f"transformer ({B} x {L})", f"{B * L / t['pc']:.0f}", f"{B * L / t['twin']:.0f}", f"{t['pc'] / t['twin']:.2f}"]
+    return [f"{name} ({B} x {L})", f"{B * L / t['pc']:.0f}", f"{B * L / t['twin']:.0f}", f"{t['pc'] / t['twin']:.2f}"]
+
+
+def timing(steps: int = 10) -> None:
+    """Training characters per second, PC and twin alternated on the same batches (quiet machine):
+    the temporal model (recurrent and windowed) and the transformer, each with its shipped config."""
+    import torch
+    import yaml
+
+    from pcn_lightning import TemporalPCNModule, TemporalTwin, TransformerPCNModule, TransformerTwin
+    from pcn_lightning.settings import Inference, Learning
+
+    def config(path):
+        cfg = yaml.safe_load((REPO / path).read_text())
+        init, data = cfg["model"]["init_args"], cfg["data"]["init_args"]
+        return init, data["batch_size"], data["seq_len"], Learning(**{**init["learning"], "lr_scheduler": None})
+
+    init, B, L, learning = config(CHAR)
+    rows = []
+    for recurrent in (True, False):
+        common = dict(hidden=init["hidden"], window=init["window"], extra_layers=init.get("extra_layers", 0),
+                      label_precision=init["label_precision"], recurrent=recurrent, learning=learning, output_dim=65)
+        pc = TemporalPCNModule(**common, carry=init["carry"], inference=Inference(**init["inference"]))
+        rows.append(alternated_row("temporal" if recurrent else "windowed", pc, TemporalTwin(**common), B, L, steps))
+    init, B, L, learning = config(TRANSFORMER)
+    common = dict(layers=init["layers"], context=init["context"], label_precision=init["label_precision"],
+                  learning=learning, output_dim=65)
+    pc = TransformerPCNModule(**common, inference=Inference(**init["inference"]))
+    rows.append(alternated_row("transformer", pc, TransformerTwin(**common), B, L, steps))
+    print(f"threads={torch.get_num_threads()}")
+    print(table(rows, ["model", "PC chars/s", "twin chars/s", "PC / twin time"]))
 
 
 def main() -> None:
