@@ -86,6 +86,9 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=2e-4)
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--rounds", type=int, default=5, help="alternations of PCX's process and ours")
+    ap.add_argument("--one_sweep", action="store_true",
+                    help="also time the shipped recipe (one sequential sweep at step 1, errors on arrival: "
+                         "backprop's updates) beside PCX's cheapest step, T 1 (its energy checked against ours)")
     args = ap.parse_args()
     B = args.batch
     n = B * 8
@@ -116,7 +119,7 @@ def main() -> None:
              steps=args.steps, batch=B, x=x.numpy(), y=Y.numpy(), **weights)
     pcx_script = HERE / ("pcx_vgg_step.py" if vgg else "pcx_step.py")
 
-    def run_pcx() -> dict:
+    def run_pcx(path=path) -> dict:
         r = subprocess.run([str(pcx_python()), str(pcx_script), str(path)], capture_output=True, text=True)
         if r.returncode != 0:
             raise SystemExit(r.stderr[-3000:])
@@ -151,7 +154,6 @@ def main() -> None:
     for r in range(args.rounds):
         p = pcx if r == 0 else run_pcx()
         rounds.append({**interleaved(steps, repeats=args.steps, warmup=3), "pcx": p["step_median_s"]})
-    tmp.cleanup()
     t = {k: statistics.median(rd[k] for rd in rounds) for k in rounds[0]}
     per_round = [rd["eager"] / rd["pcx"] for rd in rounds]
     _, free, _ = m.net.initial_state(x[:2], torch.nn.functional.one_hot(y[:2], 10).float(), "zeros")
@@ -162,11 +164,50 @@ def main() -> None:
     rows = [["pcn-lightning (torch, eager)", f"{t['eager'] * 1e3:.1f}", gflops(t["eager"]), f"{t['eager'] / pcx_s:.2f}"],
             ["pcn-lightning (compile_settle: true)", f"{t['compiled'] * 1e3:.1f}", gflops(t["compiled"]), f"{t['compiled'] / pcx_s:.2f}"],
             [f"PCX {json.dumps(pcx['jax'])} (jax.jit)", f"{pcx_s * 1e3:.1f}", gflops(pcx_s), "1.00"]]
+    if args.one_sweep:
+        rows += one_sweep_rows(m, x, y, B, args, shape_args, weights, Y, Path(tmp.name), run_pcx, pcx_s)
     net = "VGG-5 (3x32x32 synthetic, 10 classes)" if vgg else f"dims={args.dims}+10"
     print(f"{net} B={B} T={args.T} threads={torch.get_num_threads()}; compile time excluded: "
           f"PCX {pcx['compile_s']:.1f} s, torch.compile {compile_s:.1f} s; medians of {args.rounds} alternated rounds "
           f"(eager / PCX per round: {', '.join(f'{v:.2f}' for v in per_round)})")
     print(table(rows, ["training step", "ms (median)", "GFLOP/s of products", "ratio to PCX"]))
+    tmp.cleanup()
+
+
+def one_sweep_rows(m, x, y, B, args, shape_args, weights, Y, folder, run_pcx, pcx_s) -> list[list[str]]:
+    """The shipped recipe's step (one sequential sweep at step 1 from the feedforward state,
+    each term learning from its error on arrival) and PCX's cheapest step (T 1, its energy
+    checked against ours at one parallel step), each timed beside the T-step rows' PCX."""
+    one = PCNModule(**{**dict(m.hparams), "inference": Inference(**{**vars(m.inference), "T_infer": 1, "eta_infer": 1.0,
+                                                                     "schedule": "sequential"}),
+                       "learning": {**vars(m.learning), "weight_errors": "on_arrival"}})
+    one.load_state_dict(m.state_dict())
+    path1 = folder / "t1.npz"
+    np.savez(path1, **shape_args, n_out=10, T=1, x_lr=args.eta_infer * B, w_lr=args.lr, steps=args.steps, batch=B,
+             x=x.numpy(), y=Y.numpy(), **weights)
+    pcx1 = run_pcx(path1)
+    par = PCNModule(**{**dict(m.hparams), "inference": Inference(**{**vars(m.inference), "T_infer": 1})})
+    par.load_state_dict(m.state_dict())
+    _, res = par.settle_batch(x[:B], y[:B])
+    ours1 = par.net.energies(res.errors).sum().item() / B
+    agree = abs(ours1 - pcx1["energy_first_batch"]) / abs(pcx1["energy_first_batch"])
+    print(f"energy after one parallel step, batch 1: ours {ours1:.6f}  PCX {pcx1['energy_first_batch']:.6f}  "
+          f"(relative difference {agree:.1e})")
+    if agree > 1e-4:
+        raise SystemExit("PCX at T 1 and ours disagree")
+    opt = one.configure_optimizers()
+    one.optimizers, one.log = (lambda: opt), (lambda *a, **k: None)
+    k = [0]
+
+    def step():
+        i = k[0] % 8
+        one.training_step((x[i * B:(i + 1) * B], y[i * B:(i + 1) * B]), i)
+        k[0] += 1
+    from benchmarks._timing import median_time
+
+    t1 = median_time(step, repeats=args.steps, warmup=2)
+    return [["pcn-lightning, shipped recipe (one sweep, errors on arrival)", f"{t1 * 1e3:.1f}", "-", f"{t1 / pcx_s:.2f}"],
+            ["PCX at T 1 (jax.jit)", f"{pcx1['step_median_s'] * 1e3:.1f}", "-", f"{pcx1['step_median_s'] / pcx_s:.2f}"]]
 
 if __name__ == "__main__":
     main()
