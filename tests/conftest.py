@@ -18,8 +18,8 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 
-if os.environ.get("PYTEST_XDIST_WORKER"):  # parallel workers: one torch thread each (and in their children),
-    import torch  # or the workers' threads oversubscribe the cores and every test slows down
+if os.environ.get("PYTEST_XDIST_WORKER"):  # `-n N` (pytest-xdist): one torch thread per worker (and in their
+    import torch  # children), or the workers' threads oversubscribe the cores and every test slows down
 
     os.environ["OMP_NUM_THREADS"] = "1"
     torch.set_num_threads(1)
