@@ -36,6 +36,7 @@ from pcn_lightning.guard import DivergenceGuard
 from pcn_lightning.inference import SettleResult, settle
 from pcn_lightning.language import TextModelBase
 from pcn_lightning.optim import attached_trainer
+from pcn_lightning.primitives.dropout import batch_generator, dropout_masks
 from pcn_lightning.primitives.transformer import TransformerBlock
 from pcn_lightning.rules import Hebbian, OnArrival, SettledBatch
 from pcn_lightning.settings import Inference, Learning, as_settings, positive_int
@@ -96,6 +97,13 @@ class SequenceModelBase(TextModelBase):
         """The next character's logits at every position, (B, T, V), from the past only."""
         readout = self.net.terms[self.net.label_term]
         return readout.map.predict(self.sweep(ids)[readout.source])[0]
+
+    def dropout_masks(self):
+        """`with self.dropout_masks():` arms the network's dropout maps for one training
+        batch, with masks drawn from (seed, step, rank) only: the PC model and its twin
+        drop the same units, and a resumed run the ones it would have dropped."""
+        seed = self.hparams.get("seed", 0)
+        return dropout_masks(self.net, batch_generator(seed, self.global_step, self.global_rank, self.device))
 
     def setup(self, stage: str) -> None:
         super().setup(stage)
@@ -224,15 +232,16 @@ class TransformerPCNModule(SequenceModelBase):
     def training_step(self, batch, batch_idx: int) -> None:
         x, y = batch
         n = y.numel()
-        settled, result, nll = self.settle_for_learning(x, y)
-        per_term = self.net.energies(result.errors) / n
-        # errors on arrival learn from one sweep by design: no settle whose energy must fall
-        start = None if self.learning.weight_errors == "on_arrival" else result.start / n
-        self.guard.check(per_term, start, self.net.term_names, self.global_step)
-        with torch.no_grad():
-            apply_gradients(self.optimizers(), local_gradients([self.hebbian], settled), n,
-                            self.learning.grad_clip_norm)
-            bits = nll / n / math.log(2)
+        with self.dropout_masks():  # one mask per dropout map, held for the settle and the rules
+            settled, result, nll = self.settle_for_learning(x, y)
+            per_term = self.net.energies(result.errors) / n
+            # errors on arrival learn from one sweep by design: no settle whose energy must fall
+            start = None if self.learning.weight_errors == "on_arrival" else result.start / n
+            self.guard.check(per_term, start, self.net.term_names, self.global_step)
+            with torch.no_grad():
+                apply_gradients(self.optimizers(), local_gradients([self.hebbian], settled), n,
+                                self.learning.grad_clip_norm)
+                bits = nll / n / math.log(2)
         self.log("train/bits_per_char", bits, prog_bar=True, on_step=True, on_epoch=True)
         self._epoch_sums = per_term if self._epoch_sums is None else self._epoch_sums + per_term
         self._epoch_batches += 1

@@ -171,7 +171,8 @@ class TransformerTwin(SequenceModelBase):
     def training_step(self, batch, batch_idx: int) -> Tensor:
         x, y = batch
         self.check_length(x)
-        loss = F.cross_entropy(self.logits(x).flatten(0, 1), y.flatten())
+        with self.dropout_masks():  # the PC model's masks for this batch
+            loss = F.cross_entropy(self.logits(x).flatten(0, 1), y.flatten())
         self.log("train/bits_per_char", loss.detach() / math.log(2), prog_bar=True, on_step=True, on_epoch=True)
         return loss
 

@@ -1,8 +1,11 @@
 """The transformer block as one predictive coding map: a pre-norm block of two
 residual sublayers, built from the sequence primitives (`attention.py`, `sequence.py`):
 
-    u = x + Attention(RMSNorm(x))                      causal multi-head self-attention
-    a = u + W2 act(W1 RMSNorm(u))                      the per-position MLP (width mlp_ratio * d)
+    u = x + Drop(Attention(RMSNorm(x)))                causal multi-head self-attention
+    a = u + Drop(W2 act(W1 RMSNorm(u)))                the per-position MLP (width mlp_ratio * d)
+
+(Drop: the `dropout` primitive at rate `dropout`; none at 0; the identity outside
+training, where nothing arms it.)
 
 In a network description one block is one term: its source is the block's input
 latent, its target the block's output latent, `a` the prediction of that target.
@@ -20,6 +23,7 @@ from pcn_lightning.errors import ConfigError
 from pcn_lightning.primitives.act import Act
 from pcn_lightning.primitives.attention import CausalSelfAttention
 from pcn_lightning.primitives.base import Map, Shape, register
+from pcn_lightning.primitives.dropout import Dropout
 from pcn_lightning.primitives.sequence import RMSNorm, TokenDense
 from pcn_lightning.primitives.sequential import Sequential
 from pcn_lightning.primitives.skip import Residual
@@ -33,18 +37,23 @@ class TransformerBlock(Map):
     """A pre-norm transformer block over a (T, d) source: attention and MLP sublayers with residuals."""
 
     def __init__(self, in_shape: Shape, heads: int = 4, mlp_ratio: int = 4, activation: str = "gelu",
-                 init_gain: float = 1.0) -> None:
+                 init_gain: float = 1.0, dropout: float = 0.0) -> None:
         super().__init__(in_shape)
         if len(self.in_shape) != 2:
             raise ConfigError(f"transformer_block needs a sequence source of shape (positions, width); its source "
                               f"has shape {self.in_shape} (put a token_dense embedding before it)")
         d = self.in_shape[1]
         width = positive_int("mlp_ratio", mlp_ratio) * d
+
+        def drop() -> list:  # after each sublayer, before its residual
+            return [Dropout(self.in_shape, dropout)] if dropout else []
+
         attention = Residual(self.in_shape, Sequential(self.in_shape, [
-            RMSNorm(self.in_shape), CausalSelfAttention(self.in_shape, heads)]))
+            RMSNorm(self.in_shape), CausalSelfAttention(self.in_shape, heads)] + drop()))
         hidden = (self.in_shape[0], width)
         mlp = Residual(self.in_shape, Sequential(self.in_shape, [
-            RMSNorm(self.in_shape), TokenDense(self.in_shape, width), Act(hidden, activation), TokenDense(hidden, d)]))
+            RMSNorm(self.in_shape), TokenDense(self.in_shape, width), Act(hidden, activation), TokenDense(hidden, d)]
+            + drop()))
         self.body = Sequential(self.in_shape, [attention, mlp])
         if not (isinstance(init_gain, (int, float)) and init_gain > 0):
             raise ConfigError(f"transformer_block: init_gain must be a positive number; got {init_gain!r}")
@@ -91,4 +100,9 @@ class TransformerBlock(Map):
 
     @classmethod
     def example(cls) -> "TransformerBlock":
-        return cls((5, 4), heads=2, mlp_ratio=2, init_gain=0.7)
+        block = cls((5, 4), heads=2, mlp_ratio=2, init_gain=0.7, dropout=0.3)
+        g = torch.Generator().manual_seed(0)
+        for m in block.modules():  # armed: the generic test sees the dropped block
+            if isinstance(m, Dropout):
+                m.generator = g
+        return block

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from pcn_lightning import ConfigError, Inference, Learning, TransformerPCNModule, TransformerTwin
+from pcn_lightning.primitives import Dropout
 from pcn_lightning.text import RandomWindows
 
 LAYERS = [{"token_dense": {"units": 16}, "position": {"std": 0.5}},
@@ -14,11 +15,12 @@ LAYERS = [{"token_dense": {"units": 16}, "position": {"std": 0.5}},
 ONE_SWEEP = Inference(T_infer=1, eta_infer=1.0, latent_init="feedforward", schedule="sequential")
 
 
-def model(label_precision=1.0, inference=ONE_SWEEP, weight_errors="on_arrival", cls=TransformerPCNModule, **kw):
+def model(label_precision=1.0, inference=ONE_SWEEP, weight_errors="on_arrival", cls=TransformerPCNModule, layers=LAYERS,
+          **kw):
     torch.manual_seed(0)
     learning = Learning(weight_errors=weight_errors, optimizer="adamw")
     extra = {"inference": inference} if cls is TransformerPCNModule else {}
-    return cls(layers=LAYERS, context=6, output_dim=7, label_precision=label_precision, learning=learning,
+    return cls(layers=layers, context=6, output_dim=7, label_precision=label_precision, learning=learning,
                **extra, **kw).double()
 
 
@@ -43,6 +45,33 @@ def test_one_sweep_with_errors_on_arrival_is_backprop_times_the_label_precision(
     assert [p for p, _ in pc] == params
     for (_, g), a in zip(pc, auto):
         assert torch.allclose(g, 0.3 * a, rtol=1e-9, atol=1e-12)
+
+
+def test_dropout_masks_are_held_for_the_batch_and_shared_with_the_twin():
+    """Armed, each dropout map drops the same units for the whole step (the one sweep's
+    updates stay backprop's gradients of the dropped network); the twin, armed the same
+    way, draws the same masks; unarmed (validation, sampling) the map is the identity."""
+    layers = [{"token_dense": {"units": 16}, "position": {"std": 0.5}, "dropout": {"p": 0.2}},
+              {"transformer_block": {"heads": 2, "mlp_ratio": 2, "init_gain": 0.5, "dropout": 0.3}, "repeat": 2},
+              {"rmsnorm": {}, "token_dense": {}}]
+    m, twin = model(layers=layers), model(layers=layers, cls=TransformerTwin)
+    x, y = batch()
+    with m.dropout_masks() as armed:
+        assert armed == 5  # the embedding's and two per block
+        pc = m.local_gradients(x, y)
+        masks = [d.mask for d in m.net.modules() if isinstance(d, Dropout)]
+        params, auto = backprop(m, x, y)  # the same masks, reused
+    for (_, g), a in zip(pc, auto):
+        assert torch.allclose(g, a, rtol=1e-9, atol=1e-12)
+    assert all(mk is not None and 0 < (mk == 0).double().mean() < 0.6 for mk in masks)
+    with twin.dropout_masks():
+        twin.logits(x)
+        assert all(torch.equal(a, d.mask) for a, d in zip(masks, [d for d in twin.net.modules() if isinstance(d, Dropout)]))
+    _, clean = backprop(m, x, y)  # unarmed: no dropout, other gradients
+    assert not torch.allclose(clean[0], auto[0])
+    assert all(d.mask is None and d.generator is None for d in m.net.modules() if isinstance(d, Dropout))
+    with pytest.raises(ConfigError, match="p must be"):
+        model(layers=[layers[0], {"transformer_block": {"dropout": 1.0}}, layers[2]])
 
 
 def test_settled_updates_point_along_backprop_at_a_small_label_precision():
