@@ -1,7 +1,9 @@
-"""Record the reference fingerprints (run once, on the code before the redesign,
-commit f3e01e2; it refuses to overwrite them without --force):
+"""Record the reference fingerprints (run once per thread count, on the code before
+the redesign, commit f3e01e2, with this folder copied onto it; it refuses to
+overwrite them without --force):
 
-    python -m tests.regression.record --force
+    python -m tests.regression.record --threads 2 --force
+    python -m tests.regression.record --threads 1 --force
 """
 
 from __future__ import annotations
@@ -13,17 +15,16 @@ from pathlib import Path
 import torch
 
 from pcn_lightning import cli
-from tests.regression.fingerprint import RUNS, THREADS, fingerprint, run_args
-
-OUT = Path(__file__).with_name("reference_30_steps.json")
-
+from tests.regression.fingerprint import RECORDINGS, RUNS, fingerprint, run_args
 
 def main() -> None:
     import sys
 
-    if OUT.exists() and "--force" not in sys.argv:
-        raise SystemExit(f"{OUT} holds the reference of the pre-redesign code; pass --force to overwrite it")
-    torch.set_num_threads(THREADS)
+    threads = int(sys.argv[sys.argv.index("--threads") + 1]) if "--threads" in sys.argv else 2
+    out = Path(__file__).with_name(RECORDINGS[threads])
+    if out.exists() and "--force" not in sys.argv:
+        raise SystemExit(f"{out} holds the reference of the pre-redesign code; pass --force to overwrite it")
+    torch.set_num_threads(threads)
     ref = {}
     for name, config in RUNS.items():
         with tempfile.TemporaryDirectory() as d:
@@ -35,7 +36,7 @@ def main() -> None:
             assert state["global_step"] == 30, state["global_step"]
             ref[name] = {k: fingerprint(v) for k, v in state["state_dict"].items() if k.startswith("net.") or "precision" in k}
             print(name, list(ref[name]))
-    OUT.write_text(json.dumps(ref, indent=1))
+    out.write_text(json.dumps(ref, indent=1))
 
 
 if __name__ == "__main__":

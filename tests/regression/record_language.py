@@ -1,7 +1,9 @@
 """Record the language models' reference fingerprints: 30 training steps of
 configs/shakespeare_char.yaml (the temporal PC model and its BPTT twin) on a small
 corpus written here, seed 0, CPU. Recorded on commit 2d83922 (before the second
-redesign); it refuses to overwrite them without --force:
+redesign) at 2 torch threads; recorded there again at 1 thread, the hashes were the
+same (these small models round alike at either count). It refuses to overwrite them
+without --force:
 
     python -m tests.regression.record_language --force
 """
