@@ -167,7 +167,8 @@ def test_the_guard_reads_the_energies_learning_read():
 
     sweep = dict(dims=[12, 10, 10], output_dim=4, activations="tanh", T_infer=1, eta_infer=1.0,
                  schedule="sequential", latent_init="feedforward", direction="discriminative", optimizer="sgd")
-    x, y = torch.randn(8, 12) * 0.1, torch.randint(0, 4, (8,))
+    g = torch.Generator().manual_seed(0)  # not the global RNG: the test's numbers must not depend on the order
+    x, y = torch.randn(8, 12, generator=g) * 0.1, torch.randint(0, 4, (8,), generator=g)
     for weight_errors in ("on_arrival", "settled"):
         torch.manual_seed(0)
         m = PCNModule.from_flat(**sweep, weight_errors=weight_errors)
@@ -179,7 +180,7 @@ def test_the_guard_reads_the_energies_learning_read():
         if weight_errors == "on_arrival":
             on_arrival = m.net.energies(m.settle_for_learning(x, y)[1].errors)
             end = m.net.energies(m.settle_batch(x, y)[1].errors).sum()  # the same sweep, to its end state
-            assert on_arrival.sum() < end / 5
+            assert on_arrival.sum() < end / 3  # 4.4-7.3x over 20 draws of the batch
             m.training_step((x, y), 0)
             assert torch.allclose(m.last_term_energies, on_arrival / 8)
         else:
