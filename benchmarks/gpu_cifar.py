@@ -65,8 +65,9 @@ def train(name: str, extra: list[str], args, data_dir: Path, out: Path) -> dict:
            "--trainer.callbacks+=callbacks.epoch_timer.EpochTimer", "--trainer.enable_progress_bar", "false",
            "--data.batch_size", str(args.batch), *args.extra, *(args.pc_extra if name == "pcn" else [])]
     if args.max_batches:
-        cmd += ["--trainer.limit_train_batches", str(args.max_batches), "--trainer.limit_val_batches", "2",
-                "--trainer.limit_test_batches", "2", "--data.val_size", str(2 * args.batch)]
+        cmd += ["--trainer.limit_train_batches", str(args.max_batches), "--trainer.limit_val_batches", "1",
+                "--trainer.limit_test_batches", "1", "--trainer.num_sanity_val_steps", "0",
+                "--data.val_size", str(args.batch)]
     r = subprocess.run(cmd, cwd=out, capture_output=True, text=True, env=dict(os.environ, PYTHONWARNINGS="ignore"))
     if r.returncode != 0:
         raise SystemExit(f"{name} failed:\n{r.stderr[-3000:]}")

@@ -1,6 +1,8 @@
 """The shipped configs train through train.py on small fixtures (no real dataset), and the prepared GPU script runs its path on the CPU."""
 
 
+import sys
+
 import pytest
 import torch
 
@@ -45,12 +47,24 @@ def test_main_configs_are_the_vgg5_recipe():
 
 def test_gpu_script_runs_its_path_on_the_cpu(tmp_path, monkeypatch, capsys):
     """The prepared GPU run, on the CPU: CIFAR-100 from an image folder (the PNG copies' layout).
-    The script runs here; its two train.py runs (PC and twin) are its own processes."""
+    Its two train.py command lines (PC and twin) run through train.py's `main` in this
+    interpreter (a fresh interpreter is what test_train_py's smoke run proves)."""
+    import subprocess
+
     from benchmarks import gpu_cifar
     from pcn_lightning.data import CIFAR100_CLASSES
     root = write_image_folder(tmp_path / "cifar100", classes=CIFAR100_CLASSES, n=(1, 1), size=(32, 32))
     monkeypatch.chdir(REPO)
     monkeypatch.setenv("HOME", str(tmp_path))  # the decode cache
+
+    def train_py_here(cmd, cwd, **_):
+        assert cmd[:2] == [sys.executable, str(REPO / "train.py")], cmd
+        with monkeypatch.context() as m:
+            m.chdir(cwd)
+            rc = cli.main(cmd[2:])
+        return subprocess.CompletedProcess(cmd, rc, "", "")
+
+    monkeypatch.setattr(gpu_cifar.subprocess, "run", train_py_here)
     gpu_cifar.main(["--dataset", "cifar100", "--data_dir", str(root), "--device", "cpu", "--epochs", "1",
                     "--max_batches", "1", "--batch", "4", "--pc_extra=--model.T_infer 1"])
     out = capsys.readouterr().out
