@@ -84,12 +84,14 @@ class BackpropTwin(ModelBase):
         return loss
 
     @torch.no_grad()
-    def _fit_predictive_precision(self, scores: Tensor, onehot: Tensor, lr: float = 0.01) -> None:
-        """The PCN's rule (`rules.predictive_precision_gradient`), stepped with a fixed rate."""
+    def _fit_predictive_precision(self, scores: Tensor, onehot: Tensor) -> None:
+        """The PCN's rule (`rules.predictive_precision_gradient`) at the PCN's rate
+        (`learning.eta_precision`), stepped here by plain gradient descent: the precision
+        is not in the twin's loss, so its optimizer does not see it."""
         from pcn_lightning.rules import predictive_precision_gradient
 
         g = predictive_precision_gradient(self.predictive_log_precision, scores, onehot) / scores.shape[0]
-        self.predictive_log_precision.sub_(lr * g.clamp(-10, 10))
+        self.predictive_log_precision.sub_(self.learning.eta_precision * g.clamp(-10, 10))
 
     def on_train_epoch_end(self) -> None:
         if self.loss_name != "ce":

@@ -58,3 +58,20 @@ def test_reliability_callback_writes_its_image(tmp_path):
     assert len(ea.Images("calibration/reliability")) == 2
     assert "val/ece" in ea.Tags()["scalars"]
     assert "precision/predictive" in ea.Tags()["scalars"]
+
+
+def test_the_squared_error_twin_fits_its_temperature_by_the_pcns_rule_and_rate():
+    """BackpropTwin's predictive precision: one step of `rules.predictive_precision_gradient`
+    at `learning.eta_precision`; sure, correct scores raise it, sure, wrong ones lower it."""
+    from pcn_lightning import BackpropTwin, Learning
+    from pcn_lightning.rules import predictive_precision_gradient
+
+    twin = BackpropTwin.from_flat(dims=[6, 5, 3], output_dim=3)
+    twin.learning = Learning(eta_precision=0.05)
+    onehot = torch.eye(3)[[0, 1, 2, 0]]
+    for scores, direction in ((2.0 * onehot, 1), (2.0 * onehot[[1, 2, 0, 1]], -1)):
+        twin.predictive_log_precision.zero_()
+        g = predictive_precision_gradient(torch.zeros(()), scores, onehot) / 4
+        twin._fit_predictive_precision(scores, onehot)
+        assert torch.allclose(twin.predictive_log_precision, -0.05 * g)
+        assert torch.sign(twin.predictive_log_precision) == direction
