@@ -124,15 +124,20 @@ class ErrorBuffers:
         return self.errors
 
 
-def step_node_(net: PCNetwork, j: int, x: Tensor, eta: float, errors: Sequence[Optional[TermErrors]]) -> None:
+def step_node_(net: PCNetwork, j: int, x: Tensor, eta: float, errors: Sequence[Optional[TermErrors]],
+               transposed: Optional[dict] = None) -> None:
     """x(j) <- x(j) - eta dE/dx(j), in place and fused: x -= eta pi eps for the term
-    predicting j, x += eta map^T h for the terms j predicts."""
+    predicting j, x += eta map^T h for the terms j predicts (`transposed`: term ->
+    map^T h already computed on these errors, used rather than computed again)."""
     for k in net.targets_of[j]:
         if errors[k] is not None:
             net.terms[k].sub_scaled_error_(x, errors[k], eta)
     for k in net.sources_of[j]:
         if errors[k] is not None:
-            net.terms[k].map.transpose_add_(x, errors[k].h, errors[k].ctx, eta)
+            if transposed and k in transposed:
+                x.add_(transposed[k], alpha=eta)
+            else:
+                net.terms[k].map.transpose_add_(x, errors[k].h, errors[k].ctx, eta)
 
 
 def step_sizes(net: PCNetwork, free: Sequence[bool], active: Sequence[bool], settings: Inference) -> list[float]:
@@ -179,22 +184,23 @@ def reference_sweep(net: PCNetwork, xs: Sequence[Tensor], free: Sequence[bool], 
 
 
 def sweep_in_place(net: PCNetwork, xs: Sequence[Tensor], free: Sequence[bool], eta,
-                   buffers: "ErrorBuffers", before_node: Optional[Callable[[int, list], None]] = None,
+                   buffers: "ErrorBuffers", before_node: Optional[Callable[[int, list], Optional[dict]]] = None,
                    repredict: bool = True) -> None:
     """The sequential step in place: after each node moves, only the errors of the
     terms that touch it are refreshed (the prediction of a term it sources, the
     error of a term that predicts it, whose prediction was made when its own source
     last moved), so a sweep costs what a parallel step does.
-    `before_node(j, errors)` sees the errors just before node j moves. With `repredict`
+    `before_node(j, errors)` sees the errors just before node j moves; it may return
+    the transposes it computed from them (term -> map^T h), which j's step then uses
+    (`rules.OnArrival`: one pass back through a map gives both). With `repredict`
     False the predictions a moved node makes are not made again: each term keeps its
     error on arrival (its target has moved, its source not yet; the last sweep of
     errors on arrival, whose end state nothing reads)."""
     etas = eta if isinstance(eta, (list, tuple)) else [eta] * len(xs)
     for j in net.sweep_from_label:
         if free[j]:
-            if before_node is not None:
-                before_node(j, buffers.errors)
-            step_node_(net, j, xs[j], etas[j], buffers.errors)
+            transposed = before_node(j, buffers.errors) if before_node is not None else None
+            step_node_(net, j, xs[j], etas[j], buffers.errors, transposed)
             buffers.refresh(xs, net.targets_of[j], predict=False)
             if repredict:
                 buffers.refresh(xs, net.sources_of[j])
@@ -222,7 +228,8 @@ SCHEDULE_STEPS = {"parallel": parallel_schedule, "sequential": sequential_schedu
 
 def settle(net: PCNetwork, xs: list[Tensor], free: Sequence[bool], settings: Inference,
            record: bool = False, predictions: Optional[dict] = None,
-           before_node: Optional[Callable[[int, list], None]] = None, repredict: bool = True) -> SettleResult:
+           before_node: Optional[Callable[[int, list], Optional[dict]]] = None,
+           repredict: bool = True) -> SettleResult:
     """Up to `settings.T_infer` inference steps on the free latents of `xs` (in place).
 
     Terms whose free target is a leaf are dropped (see `PCNetwork.active_terms`) and

@@ -214,10 +214,16 @@ class OnArrival:
         self.net = net
         self.grads: dict = {}
 
-    def before_node(self, j: int, errors: list) -> None:
+    def before_node(self, j: int, errors: list) -> dict:
+        """Records the terms' dE/dtheta, and returns their map^T h (term -> tensor),
+        which node j's step needs next: both from one pass back through each map
+        (`Map.transpose_and_weight_grads`)."""
+        transposed = {}
         for k in self.net.sources_of[j]:
             if errors[k] is not None and k not in self.grads:
-                self.grads[k] = self.net.terms[k].weight_grads(errors[k])
+                e = errors[k]
+                transposed[k], self.grads[k] = self.net.terms[k].map.transpose_and_weight_grads(e.h, e.ctx)
+        return transposed
 
 
 def rules_for(net: PCNetwork, learning, predictive_log_precision: Optional[nn.Parameter] = None) -> list[Rule]:

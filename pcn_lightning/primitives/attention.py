@@ -89,15 +89,25 @@ class CausalSelfAttention(Map):
         return self._merge(dq), self._merge(dk), self._merge(dv)
 
     def transpose(self, h: Tensor, ctx: Any) -> Tensor:
-        dq, dk, dv = self._backward(h, ctx)
+        return self._transpose(*self._backward(h, ctx))
+
+    def _transpose(self, dq: Tensor, dk: Tensor, dv: Tensor) -> Tensor:
         return dq @ self.wq + dk @ self.wk + dv @ self.wv
 
     def weight_grads(self, h: Tensor, ctx: Any) -> list[Tensor]:
+        return self._weight_grads(h, ctx, *self._backward(h, ctx))
+
+    @staticmethod
+    def _weight_grads(h: Tensor, ctx: Any, dq: Tensor, dk: Tensor, dv: Tensor) -> list[Tensor]:
         x, o = ctx[0], ctx[5]
-        dq, dk, dv = self._backward(h, ctx)
         flat = lambda z: z.reshape(-1, z.shape[-1])
         X = flat(x)
         return [-(flat(dq).T @ X), -(flat(dk).T @ X), -(flat(dv).T @ X), -(flat(h).T @ flat(o))]
+
+    def transpose_and_weight_grads(self, h: Tensor, ctx: Any) -> tuple[Tensor, list[Tensor]]:
+        """Both rules from one softmax transpose (the errors at Q, K, V)."""
+        back = self._backward(h, ctx)
+        return self._transpose(*back), self._weight_grads(h, ctx, *back)
 
     def lipschitz(self) -> float:
         """An estimate, not a bound: the value path's ||Wo|| ||Wv|| (each output is a

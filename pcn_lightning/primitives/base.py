@@ -84,6 +84,13 @@ class Map(nn.Module):
         return []
 
     # -- optional fast paths (same numbers, fewer allocations) --------------------
+    def transpose_and_weight_grads(self, h: Tensor, ctx: Any) -> tuple[Tensor, list[Tensor]]:
+        """(transpose(h), weight_grads(h)) from one pass back through the map: what a
+        term needs when it learns on arrival and its source moves next. Maps whose two
+        rules share work (attention's softmax transpose, a Sequential's chain) say so
+        here; the rest make the two calls."""
+        return self.transpose(h, ctx), self.weight_grads(h, ctx)
+
     def predict_into(self, x: Tensor, out: Tensor) -> Any:
         """Write a into `out` (a preallocated tensor of a's shape); return ctx."""
         a, ctx = self.predict(x)

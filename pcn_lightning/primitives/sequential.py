@@ -56,6 +56,13 @@ class Sequential(Map):
                 h = m.transpose(h, c)
         return [g for gs in grads for g in gs]
 
+    def transpose_and_weight_grads(self, h: Tensor, ctx: Any) -> tuple[Tensor, list[Tensor]]:
+        grads: list[list[Tensor]] = []
+        for m, c in zip(reversed(self.maps), reversed(ctx)):
+            h, g = m.transpose_and_weight_grads(h, c)
+            grads.insert(0, g)
+        return h, [g for gs in grads for g in gs]
+
     def reset_parameters(self, init: str = "xavier_uniform") -> None:
         for m in self.maps:
             m.reset_parameters(init)

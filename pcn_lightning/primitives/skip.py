@@ -61,6 +61,10 @@ class Residual(Map):
     def weight_grads(self, h: Tensor, ctx: Any) -> list[Tensor]:
         return self.inner.weight_grads(h, ctx)
 
+    def transpose_and_weight_grads(self, h: Tensor, ctx: Any) -> tuple[Tensor, list[Tensor]]:
+        back, grads = self.inner.transpose_and_weight_grads(h, ctx)
+        return h + back, grads
+
     def reset_parameters(self, init: str = "xavier_uniform") -> None:
         self.inner.reset_parameters(init)
 

@@ -68,7 +68,8 @@ def test_term_rules_are_the_energy_gradients(name, activation):
 @pytest.mark.parametrize("name", sorted(REGISTRY))
 @torch.no_grad()
 def test_fast_paths_equal_the_rules(name):
-    """predict_into and transpose_add_ (the settle loop's in-place forms) give the same numbers."""
+    """predict_into, transpose_add_ (the settle loop's in-place forms) and
+    transpose_and_weight_grads (learning on arrival) give the rules' numbers."""
     m, x = example(name)
     a, ctx = m.predict(x)
     out = torch.full_like(a, float("nan"))
@@ -79,6 +80,12 @@ def test_fast_paths_equal_the_rules(name):
     expected = dst + 0.3 * m.transpose(h, ctx)
     m.transpose_add_(dst, h, ctx2, 0.3)
     assert torch.allclose(dst, expected, rtol=1e-12, atol=1e-14)
+    back, grads = m.transpose_and_weight_grads(h, ctx)
+    assert torch.allclose(back, m.transpose(h, ctx), rtol=1e-12, atol=1e-14)
+    expected_grads = m.weight_grads(h, ctx)
+    assert len(grads) == len(expected_grads) == len(list(m.parameters()))
+    for g, e in zip(grads, expected_grads):
+        assert torch.allclose(g, e, rtol=1e-12, atol=1e-14)
 
 
 @pytest.mark.parametrize("name,kwargs,in_shape", [

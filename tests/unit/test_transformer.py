@@ -47,6 +47,25 @@ def test_one_sweep_with_errors_on_arrival_is_backprop_times_the_label_precision(
         assert torch.allclose(g, 0.3 * a, rtol=1e-9, atol=1e-12)
 
 
+def test_blocks_without_a_norm_scale_their_branches_and_learn_backprops_gradient():
+    """`norm: none, branch_scale: s` (muPC's alternative to a norm): the same exactness,
+    the attention maps still found, and a bad setting is one error."""
+    block = {"heads": 2, "mlp_ratio": 2, "norm": "none", "branch_scale": 0.35}
+    m = model(label_precision=0.3, layers=[LAYERS[0], {"transformer_block": block, "repeat": 2}, LAYERS[2]])
+    assert not any(type(p).__name__ == "RMSNorm" for t in m.net.terms[1:3] for p in t.map.modules())
+    x, y = batch()
+    pc = m.local_gradients(x, y)
+    params, auto = backprop(m, x, y)
+    for (_, g), a in zip(pc, auto):
+        assert torch.allclose(g, 0.3 * a, rtol=1e-9, atol=1e-12)
+    m.vocab = "abcdefg"
+    maps = m.attention_maps("abcdef")
+    assert len(maps) == 2 and torch.allclose(maps[0].sum(-1), torch.ones(2, 6, dtype=maps[0].dtype))
+    for bad, match in (({"norm": "layernorm"}, "norm must be one of"), ({"branch_scale": 0}, "branch_scale")):
+        with pytest.raises(ConfigError, match=match):
+            model(layers=[LAYERS[0], {"transformer_block": {"heads": 2, **bad}}, LAYERS[2]])
+
+
 def test_dropout_masks_are_held_for_the_batch_and_shared_with_the_twin():
     """Armed, each dropout map drops the same units for the whole step (the one sweep's
     updates stay backprop's gradients of the dropped network); the twin, armed the same
