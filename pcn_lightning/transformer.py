@@ -163,8 +163,9 @@ class TransformerPCNModule(SequenceModelBase):
 
     Args:
         layers: the blocks (see `DEFAULT_LAYERS`): an embedding block (`token_dense`
-            and `position`), `transformer_block`s (heads, mlp_ratio, activation), and a
-            readout block ending in `token_dense` (its units are the vocabulary's).
+            and `position`), `transformer_block`s (heads, mlp_ratio, activation, norm,
+            branch_scale, dropout, init_gain), and a readout block ending in
+            `token_dense` (its units are the vocabulary's).
         context: characters per window (the data's `seq_len`).
         label_precision: precision of the categorical label energy.
         inference: settling with the next characters clamped (latents start at their

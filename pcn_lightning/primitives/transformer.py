@@ -39,7 +39,7 @@ NORMS = ("rmsnorm", "none")
 
 @register("transformer_block")
 class TransformerBlock(Map):
-    """A pre-norm transformer block over a (T, d) source: attention and MLP sublayers with residuals."""
+    """A transformer block over a (T, d) source: attention and MLP sublayers with residuals (pre-norm by default)."""
 
     def __init__(self, in_shape: Shape, heads: int = 4, mlp_ratio: int = 4, activation: str = "gelu",
                  init_gain: float = 1.0, dropout: float = 0.0, norm: str = "rmsnorm",

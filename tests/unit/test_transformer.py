@@ -6,7 +6,9 @@ import torch
 import torch.nn.functional as F
 
 from pcn_lightning import ConfigError, Inference, Learning, TransformerPCNModule, TransformerTwin
+from pcn_lightning.inference import settle
 from pcn_lightning.primitives import Dropout
+from pcn_lightning.rules import OnArrival
 from pcn_lightning.text import RandomWindows
 
 LAYERS = [{"token_dense": {"units": 16}, "position": {"std": 0.5}},
@@ -47,6 +49,26 @@ def test_one_sweep_with_errors_on_arrival_is_backprop_times_the_label_precision(
         assert torch.allclose(g, 0.3 * a, rtol=1e-9, atol=1e-12)
 
 
+def test_on_arrival_moves_the_latents_as_a_plain_sweep_does():
+    """OnArrival hands the sweep the transposes it computed with each term's weight
+    gradients (first sweep only; later sweeps compute their own): over two sweeps the
+    latents end where the same settle without it leaves them."""
+    m = model(label_precision=0.3)
+    x, y = batch()
+    settings = Inference(T_infer=2, eta_infer=0.5, latent_init="feedforward", schedule="sequential")
+
+    @torch.no_grad()
+    def settled(arrival):
+        start = m.net.initial_state(m.one_hot(x), m.one_hot(y), "feedforward")
+        settle(m.net, start.xs, start.free, settings, before_node=arrival and arrival.before_node)
+        return start.xs
+
+    arrival = OnArrival(m.net)
+    for a, b in zip(settled(None), settled(arrival)):
+        assert torch.allclose(a, b, rtol=1e-12, atol=1e-14)
+    assert sorted(arrival.grads) == [1, 2, 3]  # the terms whose source moves: both blocks and the readout
+
+
 def test_blocks_without_a_norm_scale_their_branches_and_learn_backprops_gradient():
     """`norm: none, branch_scale: s` (muPC's alternative to a norm): the same exactness,
     the attention maps still found, and a bad setting is one error."""
@@ -56,6 +78,7 @@ def test_blocks_without_a_norm_scale_their_branches_and_learn_backprops_gradient
     x, y = batch()
     pc = m.local_gradients(x, y)
     params, auto = backprop(m, x, y)
+    assert [p for p, _ in pc] == params
     for (_, g), a in zip(pc, auto):
         assert torch.allclose(g, 0.3 * a, rtol=1e-9, atol=1e-12)
     m.vocab = "abcdefg"
