@@ -39,14 +39,19 @@ def backprop(m, x, y):
     return params, torch.autograd.grad(loss, params)
 
 
-def test_one_sweep_with_errors_on_arrival_is_backprop_times_the_label_precision():
-    m = model(label_precision=0.3)
+def assert_updates_are_backprop_times(m, scale):
+    """m's local updates on one batch are autograd's gradients times `scale`."""
     x, y = batch()
     pc = m.local_gradients(x, y)
     params, auto = backprop(m, x, y)
     assert [p for p, _ in pc] == params
     for (_, g), a in zip(pc, auto):
-        assert torch.allclose(g, 0.3 * a, rtol=1e-9, atol=1e-12)
+        assert torch.allclose(g, scale * a, rtol=1e-9, atol=1e-12)
+
+
+def test_one_sweep_with_errors_on_arrival_is_backprop_times_the_label_precision():
+    m = model(label_precision=0.3)
+    assert_updates_are_backprop_times(m, 0.3)
 
 
 def test_on_arrival_moves_the_latents_as_a_plain_sweep_does():
@@ -75,12 +80,7 @@ def test_blocks_without_a_norm_scale_their_branches_and_learn_backprops_gradient
     block = {"heads": 2, "mlp_ratio": 2, "norm": "none", "branch_scale": 0.35}
     m = model(label_precision=0.3, layers=[LAYERS[0], {"transformer_block": block, "repeat": 2}, LAYERS[2]])
     assert not any(type(p).__name__ == "RMSNorm" for t in m.net.terms[1:3] for p in t.map.modules())
-    x, y = batch()
-    pc = m.local_gradients(x, y)
-    params, auto = backprop(m, x, y)
-    assert [p for p, _ in pc] == params
-    for (_, g), a in zip(pc, auto):
-        assert torch.allclose(g, 0.3 * a, rtol=1e-9, atol=1e-12)
+    assert_updates_are_backprop_times(m, 0.3)
     m.vocab = "abcdefg"
     maps = m.attention_maps("abcdef")
     assert len(maps) == 2 and torch.allclose(maps[0].sum(-1), torch.ones(2, 6, dtype=maps[0].dtype))
