@@ -25,11 +25,15 @@ if os.environ.get("PYTEST_XDIST_WORKER"):  # `-n N` (pytest-xdist): one torch th
     torch.set_num_threads(1)
 else:
     # The controller of `-n N` re-creates each warning a worker reports by importing the
-    # warning's module, on one receiving thread per worker. Two workers warning from
-    # lightning at once made two threads import lightning's circular modules together:
-    # importlib's _DeadlockError killed a worker (CI, 2026-12-05). Imported here, once,
-    # before any worker starts, those imports find the modules loaded and take no lock.
-    import lightning.pytorch  # noqa: F401
+    # module of the warning's class, on one receiving thread per worker. Two workers
+    # warning from lightning at once made two threads import lightning's circular modules
+    # together: importlib's _DeadlockError killed a worker (CI, 2026-12-05). Imported
+    # here, once, before any worker starts, those imports find the modules loaded and take
+    # no lock. Our own warning class (PCNDiagnosticWarning) lives in callbacks._common.
+    import importlib
+
+    for module in ("lightning.pytorch", "callbacks._common"):
+        importlib.import_module(module)
 
 
 # The longest tests (about 30-115 s each in a worker), started first: with two workers
