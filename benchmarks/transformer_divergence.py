@@ -28,11 +28,11 @@ from pcn_lightning import Inference, Learning, TransformerPCNModule, Transformer
 REPO = Path(__file__).resolve().parents[1]
 
 
-def build(cls, cfg: dict, nudge: float = 0.0):
+def build(cls, cfg: dict, vocab_size: int, nudge: float = 0.0):
     torch.manual_seed(0)
     learning = Learning(**{**cfg["learning"], "lr_scheduler": None, "adam_betas": tuple(cfg["learning"]["adam_betas"])})
     extra = {"inference": Inference(**cfg["inference"])} if cls is TransformerPCNModule else {}
-    model = cls(layers=cfg["layers"], context=cfg["context"], output_dim=65, label_precision=cfg["label_precision"],
+    model = cls(layers=cfg["layers"], context=cfg["context"], output_dim=vocab_size, label_precision=cfg["label_precision"],
                 learning=learning, **extra)
     if nudge:
         g = torch.Generator().manual_seed(5)
@@ -69,7 +69,8 @@ def main() -> None:
     text = (Path(args.data_dir) / "input.txt").read_text()
     vocab = sorted(set(text))
     ids = torch.tensor([vocab.index(c) for c in text[:200_000]])
-    pc, twin, nudged = build(TransformerPCNModule, cfg), build(TransformerTwin, cfg), build(TransformerPCNModule, cfg, 1e-7)
+    v = len(vocab)
+    pc, twin, nudged = build(TransformerPCNModule, cfg, v), build(TransformerTwin, cfg, v), build(TransformerPCNModule, cfg, v, 1e-7)
     print(f"start: PC-twin {distance(pc[0], twin[0]):.2e}, PC-nudged PC {distance(pc[0], nudged[0]):.2e}")
     g, n = torch.Generator().manual_seed(0), cfg["context"]
     for step in range(1, args.steps + 1):
