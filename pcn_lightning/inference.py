@@ -140,6 +140,24 @@ def step_node_(net: PCNetwork, j: int, x: Tensor, eta: float, errors: Sequence[O
                 net.terms[k].map.transpose_add_(x, errors[k].h, errors[k].ctx, eta)
 
 
+class Momentum:
+    """Heavy-ball latents (PCX's latent optimizer): v <- mu v + dE/dx(j), x(j) <- x(j) - eta v,
+    each free node's velocity zero at the start of a settle. `step_node_` is a drop-in
+    for the plain `step_node_`: the same fused arithmetic writes -dE/dx into a buffer."""
+
+    def __init__(self, mu: float, xs: Sequence[Tensor], free: Sequence[bool]) -> None:
+        self.mu = mu
+        self.v = {j: torch.zeros_like(x) for j, x in enumerate(xs) if free[j]}
+        self.g = {j: torch.empty_like(x) for j, x in enumerate(xs) if free[j]}
+
+    def step_node_(self, net: PCNetwork, j: int, x: Tensor, eta: float, errors: Sequence[Optional[TermErrors]],
+                   transposed: Optional[dict] = None) -> None:
+        minus_grad = self.g[j].zero_()
+        step_node_(net, j, minus_grad, 1.0, errors, transposed)  # -dE/dx(j)
+        self.v[j].mul_(self.mu).sub_(minus_grad)
+        x.sub_(self.v[j], alpha=eta)
+
+
 def step_sizes(net: PCNetwork, free: Sequence[bool], active: Sequence[bool], settings: Inference) -> list[float]:
     """Each node's step: eta_infer ("fixed"), or eta_infer over a bound on the node's
     curvature ("normalized"): the sum over its active terms of pi (predicted by them) and
@@ -159,14 +177,15 @@ def step_sizes(net: PCNetwork, free: Sequence[bool], active: Sequence[bool], set
 
 
 def step_in_place(net: PCNetwork, xs: Sequence[Tensor], free: Sequence[bool], eta,
-                  errors: Sequence[Optional[TermErrors]]) -> None:
+                  errors: Sequence[Optional[TermErrors]], node_step=step_node_) -> None:
     """The parallel step: every free node from the same errors, in place (`eta` a
-    number, or one per node). `errors` belong to the current xs (separate tensors:
-    updating one node does not disturb another's error)."""
+    number, or one per node; `node_step`: `step_node_` or `Momentum.step_node_`).
+    `errors` belong to the current xs (separate tensors: updating one node does not
+    disturb another's error)."""
     etas = eta if isinstance(eta, (list, tuple)) else [eta] * len(xs)
     for j, x in enumerate(xs):
         if free[j]:
-            step_node_(net, j, x, etas[j], errors)
+            node_step(net, j, x, etas[j], errors)
 
 
 def reference_sweep(net: PCNetwork, xs: Sequence[Tensor], free: Sequence[bool], eta: float,
@@ -185,7 +204,7 @@ def reference_sweep(net: PCNetwork, xs: Sequence[Tensor], free: Sequence[bool], 
 
 def sweep_in_place(net: PCNetwork, xs: Sequence[Tensor], free: Sequence[bool], eta,
                    buffers: "ErrorBuffers", before_node: Optional[Callable[[int, list], Optional[dict]]] = None,
-                   repredict: bool = True) -> None:
+                   repredict: bool = True, node_step=step_node_) -> None:
     """The sequential step in place: after each node moves, only the errors of the
     terms that touch it are refreshed (the prediction of a term it sources, the
     error of a term that predicts it, whose prediction was made when its own source
@@ -200,24 +219,24 @@ def sweep_in_place(net: PCNetwork, xs: Sequence[Tensor], free: Sequence[bool], e
     for j in net.sweep_from_label:
         if free[j]:
             transposed = before_node(j, buffers.errors) if before_node is not None else None
-            step_node_(net, j, xs[j], etas[j], buffers.errors, transposed)
+            node_step(net, j, xs[j], etas[j], buffers.errors, transposed)
             buffers.refresh(xs, net.targets_of[j], predict=False)
             if repredict:
                 buffers.refresh(xs, net.sources_of[j])
 
 
-def parallel_schedule(net, xs, free, eta, buffers, before_node=None, repredict=True):
+def parallel_schedule(net, xs, free, eta, buffers, before_node=None, repredict=True, node_step=step_node_):
     """One step of every free node from the same errors, then every error again."""
     def advance(errors):
-        step_in_place(net, xs, free, eta, errors)
+        step_in_place(net, xs, free, eta, errors, node_step)
         return buffers.update(xs)
     return advance
 
 
-def sequential_schedule(net, xs, free, eta, buffers, before_node=None, repredict=True):
+def sequential_schedule(net, xs, free, eta, buffers, before_node=None, repredict=True, node_step=step_node_):
     """One sweep, node by node from the label; the buffers stay current as it goes."""
     def advance(errors):
-        sweep_in_place(net, xs, free, eta, buffers, before_node, repredict)
+        sweep_in_place(net, xs, free, eta, buffers, before_node, repredict, node_step)
         return buffers.errors
     return advance
 
@@ -264,7 +283,9 @@ def settle(net: PCNetwork, xs: list[Tensor], free: Sequence[bool], settings: Inf
                 xs[:], errors = compiled_fn(net, xs, errors, free, eta, active)
                 return errors
         else:
-            advance = SCHEDULE_STEPS[settings.schedule](net, xs, free, eta, buffers, before_node, repredict)
+            momentum = getattr(settings, "momentum", 0.0)
+            node_step = Momentum(momentum, xs, free).step_node_ if momentum else step_node_
+            advance = SCHEDULE_STEPS[settings.schedule](net, xs, free, eta, buffers, before_node, repredict, node_step)
         for t in range(T):
             errors = advance(errors)
             steps = t + 1

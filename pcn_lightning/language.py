@@ -36,6 +36,7 @@ from pcn_lightning.errors import ConfigError
 from pcn_lightning.inference import settle
 from pcn_lightning.optim import attached_trainer
 from pcn_lightning.rules import Hebbian, OnArrival, SettledBatch
+from pcn_lightning.timing import timing_for
 from pcn_lightning.settings import Inference, Learning, as_settings, positive_int
 from pcn_lightning.step import Gradients, ModelBase, apply_gradients, local_gradients
 
@@ -254,10 +255,9 @@ class TemporalPCNModule(CharModelBase):
             raise ConfigError(f"unknown carry {carry!r}; choose 'predicted' or 'settled'")
         if inference.latent_init != "feedforward":
             raise ConfigError("the temporal model's latents start at their prediction: latent_init 'feedforward'")
-        if learning.weight_errors == "on_arrival":
-            from pcn_lightning.module import check_on_arrival
-
-            check_on_arrival(inference, learning)
+        if learning.beta is not None:
+            raise ConfigError(f"{type(self).__name__} does not nudge its label (learning.beta); use label_precision")
+        timing_for(learning).check(inference, learning)
         self.inference, self.carry = inference, carry
         self.hebbian = Hebbian(self.net, range(len(self.net.terms)))
 

@@ -24,6 +24,7 @@ from pcn_lightning.metrics import classification_metrics, log_metrics
 from pcn_lightning.optim import attached_trainer
 from pcn_lightning.settings import EvalInference, Inference, Learning, as_settings, from_flat
 from pcn_lightning.step import Gradients, ModelBase, apply_gradients, local_gradients
+from pcn_lightning.timing import Nudged, timing_for
 
 Tensor = torch.Tensor
 
@@ -63,8 +64,8 @@ class PCNModule(ModelBase):
         self.eval_inference = eval_inference.resolve(inference)
         for settings in (self.inference, self.eval_inference):
             self.net.check_init(settings.latent_init)
-        if learning.weight_errors == "on_arrival":
-            check_on_arrival(inference, learning)
+        self.timing = timing_for(learning)  # what the settle clamps, which errors learn, their scale
+        self.timing.check(inference, learning)
         self.eval_mode, self.seed = eval_mode, seed
         self.guard = DivergenceGuard(divergence_factor)
         self.rates = learning.rates(len(self.net.terms))
@@ -125,15 +126,20 @@ class PCNModule(ModelBase):
     def settle_batch(self, x: Tensor, y: Optional[Tensor], settings: Optional[Inference] = None,
                      record: bool = False, generator: Optional[torch.Generator] = None,
                      per_sample_seeds: bool = False, before_node=None,
-                     repredict: bool = True) -> tuple[list[Tensor], SettleResult]:
+                     repredict: bool = True, nudge: Optional[float] = None) -> tuple[list[Tensor], SettleResult]:
         """Settle a batch; `y` (class indices) clamps the label, None leaves it free.
-        `before_node`, `repredict`: see `inference.settle`."""
+        `before_node`, `repredict`: see `inference.settle`. `nudge` b (with `y`): the label
+        node is clamped at u + b (y - u), u the feedforward prediction of the label
+        (`timing.Nudged`)."""
         settings = settings or self.inference
         self._refresh_precisions()
         x = self.net.batch_input(x)
         seeds = seeding.sample_seeds(self.seed, x) if per_sample_seeds else None
         start = self.net.initial_state(x, None if y is None else self._label(y, x), settings.latent_init,
                                        settings.latent_init_std, generator, seeds)
+        if nudge is not None and y is not None:
+            start.xs[self.net.label] = self.timing.label_target(start.xs[self.net.label],
+                                                                self.net.label_prediction(start.xs), nudge)
         return start.xs, settle(self.net, start.xs, start.free, settings, record, start.predictions, before_node,
                                 repredict)
 
@@ -148,19 +154,17 @@ class PCNModule(ModelBase):
         seeded generator), and what the rules read from it (the label-free settle
         that some rules need runs on first use)."""
         gen = seeding.training_generator(self.seed, self.global_step, self.global_rank)
-        arrival = rules.OnArrival(self.net) if self.learning.weight_errors == "on_arrival" else None
-        if arrival is None:
-            xs, result = self.settle_batch(x, y, generator=gen)
-        else:  # the sweep's end state is never read: a moved node's predictions are not made again, and
-            # every term keeps its error on arrival (what learning reads, logs show and the guard checks)
-            xs, result = self.settle_batch(x, y, generator=gen, before_node=arrival.before_node, repredict=False)
+        b = self.timing.sign(self.seed, self.global_step, self.current_epoch)
+        before_node, repredict, arrival = self.timing.hooks(self.net)
+        xs, result = self.settle_batch(x, y, generator=gen, before_node=before_node, repredict=repredict,
+                                       nudge=b if isinstance(self.timing, Nudged) else None)
 
         def label_free_state() -> list[Tensor]:
             g = seeding.training_generator(self.seed, self.global_step, self.global_rank, 1)
             return self.settle_batch(x, None, self.eval_inference, generator=g)[0]
 
         return rules.SettledBatch(self.net, xs, result.errors, xs[self.net.label], label_free_state,
-                                  None if arrival is None else arrival.grads), result
+                                  None if arrival is None else arrival.grads, self.timing.gradient_scale(b)), result
 
     def local_gradients(self, x: Tensor, y: Tensor) -> Gradients:
         """(parameter, dE/dparameter summed over the batch) for every learned parameter:
@@ -173,7 +177,7 @@ class PCNModule(ModelBase):
         settled, result = self.settle_for_learning(x, y)
         per_term = self.net.energies(result.errors) / B
         # errors on arrival learn from one sweep by design: no settle whose energy must fall
-        start = None if self.learning.weight_errors == "on_arrival" else result.start / B
+        start = result.start / B if self.timing.settles else None
         self.guard.check(per_term, start, self.term_names, self.global_step)
         opt = self.optimizers()
         with torch.no_grad():
@@ -305,16 +309,3 @@ class PCNModule(ModelBase):
                  prototypes: Optional[Tensor] = None) -> Tensor:
         """Data predicted for each class (generative networks; see `generation.generate`)."""
         return generation.generate(self.net, classes, noise_std, generator, prototypes)
-
-
-def check_on_arrival(inference: Inference, learning: Learning) -> None:
-    """`weight_errors: on_arrival` reads each error once, as one sequential sweep from the
-    feedforward state passes: the settings that make that sweep, or one clear error."""
-    wrong = [f"{name} {value!r} (needs {need!r})" for name, value, need in (
-        ("inference.schedule", inference.schedule, "sequential"), ("inference.T_infer", inference.T_infer, 1),
-        ("inference.latent_init", inference.latent_init, "feedforward"), ("learning.t_learn", learning.t_learn, 1),
-        ("inference.compile_settle", inference.compile_settle, False), ("inference.settle_tol", inference.settle_tol, None))
-        if value != need]
-    if wrong:
-        raise ConfigError("learning.weight_errors 'on_arrival' learns from one sequential sweep from the feedforward "
-                          "state; change " + ", ".join(wrong) + " (or use weight_errors 'settled')")

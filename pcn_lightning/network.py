@@ -259,6 +259,11 @@ class PCNetwork(nn.Module):
             if predictions is not None:
                 predictions[k] = (a, ctx)
 
+    def label_prediction(self, xs: Sequence[Optional[Tensor]]) -> Tensor:
+        """u = f(map(x_source)) of the term predicting the label, on the state `xs`."""
+        t = self.terms[self.label_term]
+        return t.act.f(t.map.predict(xs[t.source])[0])
+
     def complete(self, xs: list[Optional[Tensor]], active: Sequence[bool]) -> None:
         """Fill in the nodes of dropped terms with their predictions (their exact optimum)."""
         dropped = [k for k in range(len(self.terms)) if not active[k]]

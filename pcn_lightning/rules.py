@@ -38,6 +38,7 @@ class SettledBatch:
     label: Tensor  # the clamped label values (B, C)
     label_free_state: Callable[[], list[Tensor]]  # settles once, on first use
     arrival_grads: Optional[dict] = None  # term -> dE/dtheta at its error on arrival (`OnArrival`)
+    scale: float = 1.0  # what the Hebbian updates are multiplied by (1/b for a nudge b: `timing.Nudged`)
     _cache: dict = field(default_factory=dict)
 
     def label_free(self) -> list[Tensor]:
@@ -76,6 +77,8 @@ class Hebbian(Rule):
                 grads += [torch.zeros_like(p) for p in t.map.parameters()]
             else:
                 grads += t.weight_grads(e)
+        if batch.scale != 1.0:
+            grads = [g.mul_(batch.scale) for g in grads]
         return grads
 
 

@@ -23,6 +23,7 @@ SCHEDULERS = (None, "cosine", "step")
 READOUT_LEARNING = ("clamped", "label_free")
 WEIGHT_ERRORS = ("settled", "on_arrival")
 SCHEDULES = ("parallel", "sequential")
+NUDGING = ("positive", "negative", "centred", "centred_epoch")
 
 
 def positive_int(name: str, value) -> int:
@@ -66,6 +67,8 @@ class Inference:
             node's step divided by a bound on its curvature, read once per settle:
             eta_infer is then a fraction of the safe step, and settling stays stable
             as the weights grow; see `inference.step_sizes`).
+        momentum: heavy-ball momentum of the latents, in [0, 1) (PCX's latent SGD):
+            v <- momentum v + dE/dx, x <- x - eta v, the velocity reset every settle.
     """
 
     T_infer: int = 50
@@ -76,9 +79,17 @@ class Inference:
     compile_settle: bool = False
     schedule: str = "parallel"
     step_size: str = "fixed"
+    momentum: float = 0.0
 
     def __post_init__(self) -> None:
         positive_int("T_infer", self.T_infer)
+        if isinstance(self.momentum, bool) or not isinstance(self.momentum, (int, float)) \
+                or not 0 <= self.momentum < 1:
+            raise ConfigError(f"inference.momentum must be a number in [0, 1) (0: plain gradient descent); "
+                              f"got {self.momentum!r}")
+        self.momentum = float(self.momentum)
+        if self.momentum and self.compile_settle:
+            raise ConfigError("compile_settle compiles the plain step; use momentum 0 with it")
         one_of("schedule", self.schedule, SCHEDULES)
         one_of("step_size", self.step_size, ("fixed", "normalized"))
         if self.step_size == "normalized" and self.compile_settle:
@@ -111,6 +122,7 @@ class EvalInference:
             compile_settle=train.compile_settle,
             schedule=train.schedule,
             step_size=train.step_size,
+            momentum=train.momentum,
         )
 
 
@@ -138,6 +150,13 @@ class Learning:
             feedforward state (schedule sequential, T_infer 1, latent_init
             feedforward); at eta_infer 1 (fixed steps) its updates are backprop's
             gradients times the label's precision, exactly (tests/unit/test_equations.py).
+        beta: nudge the label instead of clamping it: the label node is clamped at
+            u + b (y - u), u the feedforward prediction of the label, and the updates
+            are scaled by 1/b (PCX's nudging; None: the label clamped at y, at its
+            precision). In (0, 1]: small is weak nudging (near backprop), 1 the label
+            clamped (see `timing.Nudged`).
+        nudging: the sign b of the nudge: "positive" (+beta), "negative" (-beta),
+            "centred" (a random sign each batch) or "centred_epoch" (each epoch).
         eta_amort: learning rate of the amortizer (amortized networks).
         learn_precision: learn each term's precision by its own local rule.
         precision_shape: "scalar" (one precision per term) or "unit" (one per
@@ -174,6 +193,8 @@ class Learning:
     t_learn: int = 1
     readout_learning: str = "clamped"
     weight_errors: str = "settled"
+    beta: Optional[float] = None
+    nudging: str = "positive"
     eta_amort: float = 0.001
     learn_precision: bool = False
     precision_shape: str = "scalar"
@@ -194,6 +215,13 @@ class Learning:
         positive_int("t_learn", self.t_learn)
         one_of("readout_learning", self.readout_learning, READOUT_LEARNING)
         one_of("weight_errors", self.weight_errors, WEIGHT_ERRORS)
+        one_of("nudging", self.nudging, NUDGING)
+        if self.beta is None and self.nudging != "positive":
+            raise ConfigError(f"nudging {self.nudging!r} needs learning.beta (the nudge's size, e.g. 0.1)")
+        if self.beta is not None and (isinstance(self.beta, bool) or not isinstance(self.beta, (int, float))
+                                      or not 0 < self.beta <= 1):
+            raise ConfigError(f"learning.beta must be a number in (0, 1] (the updates are scaled by 1/beta, so 0 "
+                              f"is no signal; 1 clamps the label); got {self.beta!r}")
         positive_float("eta_amort", self.eta_amort)
         positive_float("eta_precision", self.eta_precision)
         positive_float("adam_eps", self.adam_eps)

@@ -39,6 +39,7 @@ from pcn_lightning.optim import attached_trainer
 from pcn_lightning.primitives.dropout import batch_generator, dropout_masks
 from pcn_lightning.primitives.transformer import TransformerBlock
 from pcn_lightning.rules import Hebbian, OnArrival, SettledBatch
+from pcn_lightning.timing import timing_for
 from pcn_lightning.settings import Inference, Learning, as_settings, positive_int
 from pcn_lightning.step import Gradients, apply_gradients, local_gradients
 
@@ -190,10 +191,9 @@ class TransformerPCNModule(SequenceModelBase):
         self.automatic_optimization = False
         if inference.latent_init != "feedforward":
             raise ConfigError("the transformer's latents start at their prediction: inference.latent_init 'feedforward'")
-        if learning.weight_errors == "on_arrival":
-            from pcn_lightning.module import check_on_arrival
-
-            check_on_arrival(inference, learning)
+        if learning.beta is not None:
+            raise ConfigError(f"{type(self).__name__} does not nudge its label (learning.beta); use label_precision")
+        timing_for(learning).check(inference, learning)
         unsupported = [f"learning.{name} {value!r}" for name, value, default in (
             ("t_learn", learning.t_learn, 1), ("learn_precision", learning.learn_precision, False),
             ("predictive_precision", learning.predictive_precision, False),
