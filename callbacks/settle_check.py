@@ -85,6 +85,47 @@ def update_cosines(net, errors_a, errors_b, learned=None) -> list[float]:
     return out
 
 
+def backprop_cosines(pl_module, x, y, errors) -> dict:
+    """{term name: cosine between its update at the settled errors (all its parameters)
+    and backprop's gradient of the twin's loss on the same batch and weights}: 1 is
+    backprop's direction (the label's error carried without distortion), well below 1 is
+    inference reshaping the errors (PC proper). Empty where the module has no twin's gradient."""
+    if not hasattr(pl_module, "backprop_gradients"):
+        return {}
+    bp = pl_module.backprop_gradients(x, y)
+    out = {}
+    for k, (t, e) in enumerate(zip(pl_module.net.terms, errors)):
+        if e is None or k not in set(pl_module.terms_learned_from_settle()):
+            continue
+        params = list(t.map.parameters())
+        if not all(p in bp for p in params):
+            continue
+        pc = torch.cat([g.reshape(-1) for g in t.weight_grads(e)]).double()
+        ref = torch.cat([bp[p].reshape(-1) for p in params]).double()
+        denom = (pc.norm() * ref.norm()).item()
+        if denom > 0:
+            out[t.name] = (pc @ ref).item() / denom
+    return out
+
+
+def displacements(pl_module, x, xs) -> dict:
+    """{latent node: ||x_settled - x_feedforward|| / ||x_feedforward||}: how far inference
+    moved each latent from one prediction sweep (near 0: a small nudge, backprop's regime)."""
+    if not hasattr(pl_module, "feedforward_state") or getattr(pl_module.inference, "latent_init", "") != "feedforward":
+        return {}
+    ff = pl_module.feedforward_state(x)
+    net = pl_module.net
+    return {net.nodes[j].name: ((xs[j] - ff[j]).norm() / ff[j].norm().clamp_min(1e-30)).item()
+            for j in range(len(net.nodes)) if net.nodes[j].role == "latent" and ff[j] is not None}
+
+
+def regime(min_cosine: float) -> str:
+    return "approximately backprop" if min_cosine >= BACKPROP_COSINE else "PC proper"
+
+
+BACKPROP_COSINE = 0.99  # every term's update this close to backprop's direction: backprop's regime
+
+
 def settle_figure(trace: torch.Tensor, names: list[str], batch_size: int, title: str):
     t = trace.double().cpu() / batch_size
     fig, ax = plt.subplots(figsize=(6, 4), dpi=80)
@@ -112,7 +153,10 @@ class SettleCheck(L.Callback):
 
     Logs (global rank zero): `settle/rel_drop` (total), `settle/rel_drop_worst_layer`,
     `settle/update_cosine` (when measured), `settle/diverging`,
-    `settle/settled` (1 or 0),
+    `settle/settled` (1 or 0), the regime: `settle/bp_cosine_{term}` and `settle/bp_cosine_min`
+    (each term's update against backprop's gradient on the probe, by the twin's autograd:
+    >= 0.99 is backprop's regime, below it PC proper) and `settle/displacement_{latent}` and
+    `settle/displacement_max` (how far inference moved the latents from the feedforward state),
     `settle/energy_first`, `settle/energy_last`, `settle/energy_{layer}` and the figure
     `settle/energy_curve` (log scale, total and per layer). Warns when not settled.
     """
@@ -123,6 +167,7 @@ class SettleCheck(L.Callback):
         self.probe = ProbeBatch(probe_size)
         self.warn_once = warn_once
         self.warned = False
+        self.regime_told = False
         self.reports: list[SettleReport] = []
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
@@ -163,11 +208,29 @@ class SettleCheck(L.Callback):
             "settle/rel_drop": report.rel_drop,
             "settle/rel_drop_worst_layer": report.worst_drop,
             "settle/settled": float(report.settled),
-            "settle/update_cosine": report.update_cosine,
             "settle/energy_first": report.first,
             "settle/energy_last": report.last,
         }
+        if report.update_cosine == report.update_cosine:  # measured (only where some term still fell)
+            metrics["settle/update_cosine"] = report.update_cosine
         metrics.update({f"settle/energy_{n}": v for n, v in zip(names, final.tolist())})
+        x, y = self.probe.x.to(pl_module.device), self.probe.y.to(pl_module.device)
+        cosines = backprop_cosines(pl_module, x, y, result.errors)
+        moved = displacements(pl_module, x, xs)
+        metrics.update({f"settle/bp_cosine_{n}": v for n, v in cosines.items()})
+        metrics.update({f"settle/displacement_{n}": v for n, v in moved.items()})
+        if cosines:
+            metrics["settle/bp_cosine_min"] = min(cosines.values())
+        if moved:
+            metrics["settle/displacement_max"] = max(moved.values())
+        if cosines and not self.regime_told:
+            self.regime_told = True
+            worst = min(cosines, key=cosines.get)
+            rank_zero_info(
+                f"SettleCheck: regime at step {step}: {regime(cosines[worst])} (the updates' least cosine to "
+                f"backprop's gradient {cosines[worst]:.3f}, {worst}; >= {BACKPROP_COSINE} is backprop's regime; the "
+                f"latents moved up to {max(moved.values()) if moved else float('nan'):.2g} of their norm from the "
+                "feedforward state)")
         log_scalars(trainer, metrics)
         log_figure(trainer, "settle/energy_curve", settle_figure(
             result.trace, names, B, f"settle at step {step}: last-10% drop {report.rel_drop:.2%}"))

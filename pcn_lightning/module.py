@@ -144,8 +144,30 @@ class PCNModule(ModelBase):
                                 repredict)
 
     def settle_probe(self, x: Tensor, y: Tensor, generator: torch.Generator) -> tuple[list[Tensor], SettleResult]:
-        """A diagnostic settle like training's (label clamped), recording every step."""
-        return self.settle_batch(x, y, record=True, generator=generator)
+        """A diagnostic settle like training's (label clamped, or nudged by +beta), recording every step."""
+        nudge = self.timing.beta if isinstance(self.timing, Nudged) else None
+        return self.settle_batch(x, y, record=True, generator=generator, nudge=nudge)
+
+    def feedforward_state(self, x: Tensor) -> list[Optional[Tensor]]:
+        """The latents of one prediction sweep from the data (None where it does not reach)."""
+        return self.net.initial_state(self.net.batch_input(x), None, "feedforward").xs
+
+    def backprop_gradients(self, x: Tensor, y: Tensor) -> dict:
+        """{parameter: d loss / d parameter} of the twin's loss (the label term's energy at
+        the feedforward prediction, times its precision) on the same weights, by autograd:
+        a diagnostic for SettleCheck (how close the local updates are to backprop's), never
+        used for learning."""
+        from pcn_lightning.builders import twin_forward
+
+        term = self.net.terms[self.net.label_term]
+        with torch.enable_grad():
+            scores = twin_forward(self.net, x, logits=term.energy_fn.name == "categorical")
+            target = self._label(y, scores)
+            loss = (F.cross_entropy(scores, y, reduction="sum") if term.energy_fn.name == "categorical"
+                    else 0.5 * (target - scores).square().sum())
+            params = [p for p in self.net.terms.parameters() if p.requires_grad]
+            grads = torch.autograd.grad(loss, params, allow_unused=True)
+        return {p: g for p, g in zip(params, grads) if g is not None}
 
     # -------------------------------------------------------------- training
     @torch.no_grad()

@@ -149,3 +149,33 @@ def test_settle_report_sees_a_layer_hidden_by_a_dominant_one():
     assert report.rel_drop < 0.01  # the total alone would look settled
     assert not report.settled and report.worst_layer == 1
     assert "layer1" in report.message(0.01, 25, 0.05, ["layer0", "layer1"])
+
+
+def test_settle_check_tells_backprops_regime_from_pc_proper():
+    """The regime scalars separate the two regimes they name: a weak label precision
+    (1e-4, settled to convergence) learns along backprop's gradient with latents barely
+    moved; the label clamped (precision 1) on grown weights reshapes the errors (PC proper)."""
+    from callbacks.settle_check import backprop_cosines, displacements, regime
+    from pcn_lightning import NetworkSpec, PCNModule
+    from pcn_lightning.settings import Inference
+
+    def probe(label_precision, grow):
+        torch.manual_seed(0)
+        m = PCNModule(NetworkSpec(direction="discriminative", dims=[10, 8, 6], activations="tanh",
+                                  precisions=[1.0, 1.0, label_precision]),
+                      Inference(T_infer=200, eta_infer=0.2, latent_init="feedforward"), input_shape=[10],
+                      output_dim=4).double()
+        with torch.no_grad():
+            for p in m.net.parameters():
+                p.mul_(grow)
+        g = torch.Generator().manual_seed(1)
+        x, y = torch.randn(16, 10, generator=g, dtype=torch.float64), torch.randint(0, 4, (16,), generator=g)
+        xs, result = m.settle_probe(x, y, torch.Generator().manual_seed(0))
+        return backprop_cosines(m, x, y, result.errors), displacements(m, x, xs)
+
+    weak_cos, weak_moved = probe(1e-4, 1.0)
+    clamped_cos, clamped_moved = probe(1.0, 3.0)
+    assert set(weak_cos) == {"layer1", "layer2", "readout"}
+    assert min(weak_cos.values()) > 0.999 and regime(min(weak_cos.values())) == "approximately backprop"
+    assert min(clamped_cos.values()) < 0.9 and regime(min(clamped_cos.values())) == "PC proper"
+    assert max(weak_moved.values()) < 1e-3 < max(clamped_moved.values())
