@@ -178,10 +178,11 @@ class SettleCheck(L.Callback):
         step = trainer.global_step
         if not is_pcn(pl_module):
             return
-        if getattr(pl_module.learning, "weight_errors", "settled") == "on_arrival":
+        timing = getattr(pl_module, "timing", None)
+        if timing is not None and not timing.settles:
             if not self.warned:  # learning reads each error as one sweep passes: no settled state to check
                 self.warned = True
-                rank_zero_info("SettleCheck: weight_errors 'on_arrival' learns from one sweep by design "
+                rank_zero_info(f"SettleCheck: weight_errors {timing.name!r} learns from one sweep by design "
                                "(backprop's gradient at eta_infer 1); there is no settle to check")
             return
         if (step - 1) % self.every_n_steps != 0:  # after the 1st, (N+1)th, ... step

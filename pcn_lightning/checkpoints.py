@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from pcn_lightning.builders import NetworkSpec
@@ -153,9 +154,61 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         return super().load_checkpoint(path, map_location, weights_only=True)
 
 
+def relink(target, linkpath) -> None:
+    """Point the link `linkpath` at `target` in one step: a new link made beside it under a
+    hidden name, then renamed over it (a rename is atomic), so that `linkpath` names the old
+    checkpoint or the new one at every instant, never nothing. Where links cannot be made
+    (Windows without the right), the file is copied atomically instead."""
+    linkpath = Path(linkpath)
+    tmp = linkpath.parent / f".{linkpath.name}.{uuid.uuid4().hex[:8]}.link"
+    try:
+        os.symlink(os.path.relpath(target, linkpath.parent), tmp)
+    except OSError:
+        write_atomically(linkpath, lambda fh: fh.write(Path(target).read_bytes()))
+        return
+    os.replace(tmp, linkpath)
+
+
+class LinkedLast:
+    """A ModelCheckpoint with `save_last: link`, made safe against a kill at any instant.
+    Lightning removes the previous `latest-*.ckpt` (its top-k of one) before it re-points
+    `last.ckpt`, and re-points it by deleting the link first: either way a kill in between
+    leaves `last.ckpt` dangling. Here removals wait until `last.ckpt` points at the new
+    checkpoint, and the link is switched by `relink`."""
+
+    def __init__(self, callback) -> None:
+        self.callback, self.pending = callback, []
+        self.remove, self.save_last = callback._remove_checkpoint, callback._save_last_checkpoint
+        callback._remove_checkpoint = self.defer_removal
+        callback._save_last_checkpoint = self.save_last_then_remove
+        callback._link_checkpoint = self.link
+
+    def defer_removal(self, trainer, filepath) -> None:
+        self.pending.append(filepath)
+
+    def save_last_then_remove(self, trainer, monitor_candidates) -> None:
+        self.save_last(trainer, monitor_candidates)
+        pending, self.pending = self.pending, []
+        keep = {self.callback.last_model_path, self.callback.best_model_path, self.callback._last_checkpoint_saved}
+        for path in pending:
+            if path not in keep:
+                self.remove(trainer, path)
+
+    @staticmethod
+    def link(trainer, filepath: str, linkpath: str) -> None:
+        if trainer.is_global_zero and os.path.abspath(filepath) != os.path.abspath(linkpath):
+            relink(filepath, linkpath)
+        trainer.strategy.barrier()
+
+
 def install(trainer) -> None:
     """Every checkpoint the trainer writes goes through `AtomicCheckpointIO` (unless the
-    config chose its own CheckpointIO plugin)."""
+    config chose its own CheckpointIO plugin), and every `save_last: link` switches its link
+    atomically (`LinkedLast`)."""
     strategy = trainer.strategy
     if type(strategy.checkpoint_io) is TorchCheckpointIO:
         strategy.checkpoint_io = AtomicCheckpointIO()
+    for cb in trainer.checkpoint_callbacks:
+        if isinstance(cb, ModelCheckpoint) and cb.save_last == "link" and not getattr(cb, "_pcn_linked_last", False):
+            cb._pcn_linked_last = True
+            LinkedLast(cb)

@@ -14,6 +14,7 @@ Checkpoints are read weights-only and written atomically (`pcn_lightning.checkpo
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import sys
@@ -27,6 +28,7 @@ import lightning as L
 import yaml
 import torch.distributed as dist
 from lightning.pytorch.callbacks import ModelCheckpoint
+from jsonargparse import Namespace
 from lightning.pytorch.cli import LightningCLI
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -54,6 +56,12 @@ BASE_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "base.yaml"
 
 
 class PCNCLI(LightningCLI):
+    def parse_arguments(self, parser, args) -> None:
+        """Parse `args` as given. They are this process's own command line, expanded (flat
+        flags: `expand_flat_options`), so LightningCLI's warning against passing both `args`
+        and a command line, which assumes the two differ, would be noise on every run."""
+        self.config = parser.parse_object(args) if isinstance(args, (dict, Namespace)) else parser.parse_args(args)
+
     def add_arguments_to_parser(self, parser) -> None:
         sources = ("data.init_args.dataset", "data.init_args.data_dir")
         parser.link_arguments(sources, "model.init_args.input_shape", compute_fn=linked_input_shape)
@@ -270,7 +278,24 @@ def check_no_linked_overrides(args: list[str]) -> None:
             )
 
 
+class DropAdvertisements(logging.Filter):
+    """Lightning's start-up line "Tip: ... try installing litlogger": an advertisement on
+    every run, not a message about the run."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "litlogger" not in record.getMessage()
+
+
+def quiet_lightning() -> None:
+    """Install `DropAdvertisements` on the logger Lightning's rank-zero messages go through (once)."""
+    from lightning_utilities.core import rank_zero
+
+    if not any(isinstance(f, DropAdvertisements) for f in rank_zero.log.filters):
+        rank_zero.log.addFilter(DropAdvertisements())
+
+
 def main(args: Optional[list[str]] = None) -> int:
+    quiet_lightning()
     try:
         args = expand_flat_options(sys.argv[1:] if args is None else list(args))
         check_config_files(args)

@@ -33,10 +33,9 @@ import torch.nn.functional as F
 
 from pcn_lightning.builders import NetworkSpec, build_network
 from pcn_lightning.errors import ConfigError
-from pcn_lightning.inference import settle
 from pcn_lightning.optim import attached_trainer
-from pcn_lightning.rules import Hebbian, OnArrival, SettledBatch
-from pcn_lightning.timing import timing_for
+from pcn_lightning.rules import Hebbian
+from pcn_lightning.timing import settle_for_learning, timing_for
 from pcn_lightning.settings import Inference, Learning, as_settings, positive_int
 from pcn_lightning.step import Gradients, ModelBase, apply_gradients, local_gradients
 
@@ -257,7 +256,8 @@ class TemporalPCNModule(CharModelBase):
             raise ConfigError("the temporal model's latents start at their prediction: latent_init 'feedforward'")
         if learning.beta is not None:
             raise ConfigError(f"{type(self).__name__} does not nudge its label (learning.beta); use label_precision")
-        timing_for(learning).check(inference, learning)
+        self.timing = timing_for(learning)
+        self.timing.check(inference, learning)
         self.inference, self.carry = inference, carry
         self.hebbian = Hebbian(self.net, range(len(self.net.terms)))
 
@@ -275,18 +275,14 @@ class TemporalPCNModule(CharModelBase):
         for t in range(Lseq):
             ctx = self.context("train", x[:, t])
             label = F.one_hot(y[:, t], self.vocab_size).to(ctx.dtype)
-            xs, free, predictions = self.net.initial_state(ctx, label, "feedforward")
+            start = self.net.initial_state(ctx, label, "feedforward")
+            xs = start.xs
             predicted = xs[self.recurrent].clone()
             readout = self.net.terms[readout_term]
-            predictions[readout_term] = readout.map.predict(xs[readout.source])  # reused by settle
-            nll += F.cross_entropy(predictions[readout_term][0], y[:, t], reduction="sum")
-            # errors on arrival: each term's error when the sweep reaches its source (see rules.OnArrival)
-            arrival = OnArrival(self.net) if self.learning.weight_errors == "on_arrival" else None
-            result = settle(self.net, xs, free, self.inference, predictions=predictions,
-                            before_node=None if arrival is None else arrival.before_node, repredict=arrival is None)
+            start.predictions[readout_term] = readout.map.predict(xs[readout.source])  # reused by settle
+            nll += F.cross_entropy(start.predictions[readout_term][0], y[:, t], reduction="sum")
+            settled, result = settle_for_learning(self.net, start, self.inference, self.timing)
             energies += self.net.energies(result.errors)
-            settled = SettledBatch(self.net, xs, result.errors, label, lambda: xs,
-                                   None if arrival is None else arrival.grads)
             for acc, (_, g) in zip(totals, local_gradients([self.hebbian], settled)):
                 acc += g
             self.set_recurrent("train", predicted if self.carry == "predicted" else xs[self.recurrent].clone())

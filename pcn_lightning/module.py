@@ -18,13 +18,14 @@ import torch.nn.functional as F
 from pcn_lightning import generation, rules, seeding
 from pcn_lightning.builders import NetworkSpec, build_network
 from pcn_lightning.errors import ConfigError
+from pcn_lightning.export import export_predictor
 from pcn_lightning.guard import DivergenceGuard
 from pcn_lightning.inference import SettleResult, settle
 from pcn_lightning.metrics import classification_metrics, log_metrics
 from pcn_lightning.optim import attached_trainer
 from pcn_lightning.settings import EvalInference, Inference, Learning, as_settings, from_flat
 from pcn_lightning.step import Gradients, ModelBase, apply_gradients, local_gradients
-from pcn_lightning.timing import Nudged, timing_for
+from pcn_lightning.timing import Nudged, guard_start, settle_for_learning, timing_for
 
 Tensor = torch.Tensor
 
@@ -125,13 +126,19 @@ class PCNModule(ModelBase):
     @torch.no_grad()
     def settle_batch(self, x: Tensor, y: Optional[Tensor], settings: Optional[Inference] = None,
                      record: bool = False, generator: Optional[torch.Generator] = None,
-                     per_sample_seeds: bool = False, before_node=None,
-                     repredict: bool = True, nudge: Optional[float] = None) -> tuple[list[Tensor], SettleResult]:
+                     per_sample_seeds: bool = False, nudge: Optional[float] = None) -> tuple[list[Tensor], SettleResult]:
         """Settle a batch; `y` (class indices) clamps the label, None leaves it free.
-        `before_node`, `repredict`: see `inference.settle`. `nudge` b (with `y`): the label
-        node is clamped at u + b (y - u), u the feedforward prediction of the label
-        (`timing.Nudged`)."""
+        `nudge` b (with `y`): the label node is clamped at u + b (y - u), u the feedforward
+        prediction of the label (`timing.Nudged`)."""
         settings = settings or self.inference
+        start = self.initial_state(x, y, settings, generator, per_sample_seeds, nudge)
+        return start.xs, settle(self.net, start.xs, start.free, settings, record, start.predictions)
+
+    def initial_state(self, x: Tensor, y: Optional[Tensor], settings: Inference,
+                      generator: Optional[torch.Generator] = None, per_sample_seeds: bool = False,
+                      nudge: Optional[float] = None):
+        """Where a settle of the batch starts (`PCNetwork.initial_state`), the label clamped
+        (at its nudged target with `nudge`), or free without `y`."""
         self._refresh_precisions()
         x = self.net.batch_input(x)
         seeds = seeding.sample_seeds(self.seed, x) if per_sample_seeds else None
@@ -140,8 +147,7 @@ class PCNModule(ModelBase):
         if nudge is not None and y is not None:
             start.xs[self.net.label] = self.timing.label_target(start.xs[self.net.label],
                                                                 self.net.label_prediction(start.xs), nudge)
-        return start.xs, settle(self.net, start.xs, start.free, settings, record, start.predictions, before_node,
-                                repredict)
+        return start
 
     def settle_probe(self, x: Tensor, y: Tensor, generator: torch.Generator) -> tuple[list[Tensor], SettleResult]:
         """A diagnostic settle like training's (label clamped, or nudged by +beta), recording every step."""
@@ -177,16 +183,13 @@ class PCNModule(ModelBase):
         that some rules need runs on first use)."""
         gen = seeding.training_generator(self.seed, self.global_step, self.global_rank)
         b = self.timing.sign(self.seed, self.global_step, self.current_epoch)
-        before_node, repredict, arrival = self.timing.hooks(self.net)
-        xs, result = self.settle_batch(x, y, generator=gen, before_node=before_node, repredict=repredict,
-                                       nudge=b if isinstance(self.timing, Nudged) else None)
+        start = self.initial_state(x, y, self.inference, gen, nudge=b if isinstance(self.timing, Nudged) else None)
 
         def label_free_state() -> list[Tensor]:
             g = seeding.training_generator(self.seed, self.global_step, self.global_rank, 1)
             return self.settle_batch(x, None, self.eval_inference, generator=g)[0]
 
-        return rules.SettledBatch(self.net, xs, result.errors, xs[self.net.label], label_free_state,
-                                  None if arrival is None else arrival.grads, self.timing.gradient_scale(b)), result
+        return settle_for_learning(self.net, start, self.inference, self.timing, b, label_free_state=label_free_state)
 
     def local_gradients(self, x: Tensor, y: Tensor) -> Gradients:
         """(parameter, dE/dparameter summed over the batch) for every learned parameter:
@@ -198,9 +201,7 @@ class PCNModule(ModelBase):
         B = x.shape[0]
         settled, result = self.settle_for_learning(x, y)
         per_term = self.net.energies(result.errors) / B
-        # errors on arrival learn from one sweep by design: no settle whose energy must fall
-        start = result.start / B if self.timing.settles else None
-        self.guard.check(per_term, start, self.term_names, self.global_step)
+        self.guard.check(per_term, guard_start(self.timing, result, B), self.term_names, self.global_step)
         opt = self.optimizers()
         with torch.no_grad():
             for k in range(self.learning.t_learn):
@@ -321,6 +322,10 @@ class PCNModule(ModelBase):
         """softmax(pi * prediction): the classes' posterior under the Gaussian label model
         with the learned precision pi of the label-free prediction (1 when not learned)."""
         return torch.softmax(self.predictive_log_precision.detach().exp() * logits, 1)
+
+    def export(self, example: Optional[Tensor] = None) -> torch.nn.Module:
+        """The label-free predictor as a plain torch module (see `export.export_predictor`)."""
+        return export_predictor(self, example)
 
     # ------------------------------------------------------------ generation
     def class_prototypes(self, x: Tensor, y: Tensor) -> Tensor:

@@ -30,7 +30,8 @@ import torch
 
 from pcn_lightning import seeding
 from pcn_lightning.errors import ConfigError
-from pcn_lightning.rules import OnArrival as ArrivalRecorder
+from pcn_lightning.inference import SettleResult, settle
+from pcn_lightning.rules import OnArrival as ArrivalRecorder, SettledBatch
 
 Tensor = torch.Tensor
 
@@ -121,6 +122,27 @@ class Nudged(Timing):
 
     def gradient_scale(self, b: float) -> float:
         return 1.0 / b
+
+
+def settle_for_learning(net, start, settings, timing: Timing, b: float = 1.0, record: bool = False,
+                        label_free_state=None) -> tuple[SettledBatch, SettleResult]:
+    """The settle a training step learns from, for every model: `start` (an
+    `InitialState`, its label node already clamped as the timing wants) settled by
+    `settings` in place, and what the rules read from it (`b`: the batch's nudge, which
+    scales the updates; `label_free_state`: the label-free settle some rules need, run on
+    first use)."""
+    before_node, repredict, arrival = timing.hooks(net)
+    result = settle(net, start.xs, start.free, settings, record, start.predictions, before_node, repredict)
+    batch = SettledBatch(net, start.xs, result.errors, start.xs[net.label],
+                         label_free_state or (lambda: start.xs), None if arrival is None else arrival.grads,
+                         timing.gradient_scale(b))
+    return batch, result
+
+
+def guard_start(timing: Timing, result: SettleResult, count: int):
+    """The energy before the settle, per sample or character, for the divergence guard;
+    None where the timing does not settle (one sweep with errors on arrival)."""
+    return result.start / count if timing.settles and result.start is not None else None
 
 
 def check_on_arrival(inference, learning) -> None:

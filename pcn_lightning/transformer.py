@@ -33,13 +33,13 @@ import torch.nn.functional as F
 from pcn_lightning.builders import NetworkSpec, build_network, expand_blocks
 from pcn_lightning.errors import ConfigError
 from pcn_lightning.guard import DivergenceGuard
-from pcn_lightning.inference import SettleResult, settle
+from pcn_lightning.inference import SettleResult
 from pcn_lightning.language import TextModelBase
 from pcn_lightning.optim import attached_trainer
 from pcn_lightning.primitives.dropout import batch_generator, dropout_masks
 from pcn_lightning.primitives.transformer import TransformerBlock
-from pcn_lightning.rules import Hebbian, OnArrival, SettledBatch
-from pcn_lightning.timing import timing_for
+from pcn_lightning.rules import Hebbian, SettledBatch
+from pcn_lightning.timing import guard_start, settle_for_learning, timing_for
 from pcn_lightning.settings import Inference, Learning, as_settings, positive_int
 from pcn_lightning.step import Gradients, apply_gradients, local_gradients
 
@@ -193,7 +193,8 @@ class TransformerPCNModule(SequenceModelBase):
             raise ConfigError("the transformer's latents start at their prediction: inference.latent_init 'feedforward'")
         if learning.beta is not None:
             raise ConfigError(f"{type(self).__name__} does not nudge its label (learning.beta); use label_precision")
-        timing_for(learning).check(inference, learning)
+        self.timing = timing_for(learning)
+        self.timing.check(inference, learning)
         unsupported = [f"learning.{name} {value!r}" for name, value, default in (
             ("t_learn", learning.t_learn, 1), ("learn_precision", learning.learn_precision, False),
             ("predictive_precision", learning.predictive_precision, False),
@@ -219,11 +220,7 @@ class TransformerPCNModule(SequenceModelBase):
         start.predictions[self.net.label_term] = readout.map.predict(start.xs[readout.source])  # reused by settle
         logits = start.predictions[self.net.label_term][0]
         nll = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum")
-        arrival = OnArrival(self.net) if self.learning.weight_errors == "on_arrival" else None
-        result = settle(self.net, start.xs, start.free, self.inference, predictions=start.predictions,
-                        before_node=None if arrival is None else arrival.before_node, repredict=arrival is None)
-        settled = SettledBatch(self.net, start.xs, result.errors, label, lambda: start.xs,
-                               None if arrival is None else arrival.grads)
+        settled, result = settle_for_learning(self.net, start, self.inference, self.timing)
         return settled, result, nll
 
     def local_gradients(self, x: Tensor, y: Tensor) -> Gradients:
@@ -236,9 +233,7 @@ class TransformerPCNModule(SequenceModelBase):
         with self.dropout_masks():  # one mask per dropout map, held for the settle and the rules
             settled, result, nll = self.settle_for_learning(x, y)
             per_term = self.net.energies(result.errors) / n
-            # errors on arrival learn from one sweep by design: no settle whose energy must fall
-            start = None if self.learning.weight_errors == "on_arrival" else result.start / n
-            self.guard.check(per_term, start, self.net.term_names, self.global_step)
+            self.guard.check(per_term, guard_start(self.timing, result, n), self.net.term_names, self.global_step)
             with torch.no_grad():
                 apply_gradients(self.optimizers(), local_gradients([self.hebbian], settled), n,
                                 self.learning.grad_clip_norm)

@@ -57,3 +57,24 @@ def test_backprop_twin_from_the_same_config(tmp_path, fmnist_session_dir, train)
     ], tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "test/acc_top1" in r.stdout
+
+
+def test_a_run_with_flat_flags_prints_no_lightning_noise(tmp_path, fmnist_session_dir):
+    """A user's run with a flat flag (`--model.eta_learn`): no LightningCLI warning about
+    `args` (train.py passes its own command line, expanded) and no litlogger advertisement.
+    Python's warnings are on, as a user's are."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
+    env["PYTHONPATH"] = str(REPO)
+    done = subprocess.run([sys.executable, str(REPO / "train.py"), "--config", str(REPO / "configs/fashion_mnist.yaml"),
+                           "--model.eta_learn", "0.002", "--data.data_dir", str(fmnist_session_dir), "--data.val_size", "100",
+                           "--trainer.max_steps", "2", "--trainer.limit_val_batches", "1", "--test", "false",
+                           "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(tmp_path)],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = done.stdout + done.stderr
+    assert "args parameter is intended" not in out
+    assert "litlogger" not in out

@@ -323,3 +323,46 @@ def test_generate_takes_any_integer_classes():
                       (torch.tensor([10]), r"\[0, 10\)"), (torch.tensor([-1]), r"\[0, 10\)")]:
         with pytest.raises(ConfigError, match=says):
             m.generate(bad)
+
+
+# 4. a kill while last.ckpt is re-pointed -------------------------------------------------
+KILL_AT_RELINK = """
+import os, signal, sys
+from lightning.pytorch.callbacks import ModelCheckpoint
+where = sys.argv.pop(1)
+real_replace, real_remove = os.replace, ModelCheckpoint._remove_checkpoint
+def die():
+    os.kill(os.getpid(), signal.SIGKILL)
+def replace(src, dst):
+    if str(dst).endswith("last.ckpt") and os.path.islink(dst):  # re-pointing an existing last.ckpt
+        if where == "before_switch":
+            die()
+        real_replace(src, dst)
+        if where == "after_switch":
+            die()
+        return
+    real_replace(src, dst)
+def remove(self, trainer, path):
+    real_remove(self, trainer, path)
+    if where == "after_removal" and os.path.basename(str(path)).startswith("latest-"):
+        die()  # the previous checkpoint gone
+os.replace, ModelCheckpoint._remove_checkpoint = replace, remove
+from pcn_lightning.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("where", ["before_switch", "after_switch", "after_removal"])
+def test_a_kill_while_last_ckpt_is_re_pointed_leaves_it_loadable(where, tmp_path, fmnist_session_dir):
+    """`save_last: link` re-points last.ckpt at every epoch's checkpoint: killed just before
+    the link switches, just after, or just after the previous checkpoint is removed, last.ckpt still
+    names a whole checkpoint (the previous one or the new one), never nothing."""
+    base = ["--config", SMOKE, "--data.data_dir", str(fmnist_session_dir), *QUIET]
+    r = subprocess.run([sys.executable, "-c", KILL_AT_RELINK, where, *base, "--trainer.max_epochs", "3"],
+                       cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=300)
+    assert r.returncode == -signal.SIGKILL, r.stderr[-3000:]
+    folder = tmp_path / "logs/smoke/version_0/checkpoints"
+    last = folder / "last.ckpt"
+    assert last.exists(), f"last.ckpt dangles: {os.readlink(last) if last.is_symlink() else 'missing'}"
+    assert load_checkpoint(last)["epoch"] in (0, 1)
+    assert_every_checkpoint_loads(folder)
