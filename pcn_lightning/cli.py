@@ -38,7 +38,7 @@ from pcn_lightning import checkpoints
 from pcn_lightning.data import input_shape_of, num_classes_of
 from pcn_lightning.text import vocab_size_of
 from pcn_lightning.errors import ConfigError, DivergenceError, PCNError
-from pcn_lightning.settings import flat_aliases
+from pcn_lightning.flat import flat_aliases
 
 
 def linked_input_shape(dataset: str, data_dir) -> list[int]:
@@ -230,7 +230,7 @@ def model_parameters(args: list[str]) -> set:
 
 def expand_flat_options(args: list[str]) -> list[str]:
     """`--model.T_infer 50` (or `--model.init_args.T_infer=50`) -> `--model.init_args.inference.T_infer 50`:
-    every setting keeps its flat name on the command line (see settings.flat_aliases). A null
+    every setting keeps its flat name on the command line (see flat.flat_aliases). A null
     value goes in as `--model.init_args.network '{"dims": null}'` (jsonargparse reads a bare
     nested null as the string "None")."""
     table = flat_aliases()

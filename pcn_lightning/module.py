@@ -23,7 +23,8 @@ from pcn_lightning.guard import DivergenceGuard
 from pcn_lightning.inference import SettleResult, settle
 from pcn_lightning.metrics import classification_metrics, log_metrics
 from pcn_lightning.optim import attached_trainer
-from pcn_lightning.settings import EvalInference, Inference, Learning, as_settings, from_flat
+from pcn_lightning.flat import from_flat
+from pcn_lightning.settings import EvalInference, Inference, Learning, as_settings
 from pcn_lightning.step import Gradients, ModelBase, apply_gradients, local_gradients
 from pcn_lightning.timing import Nudged, guard_start, settle_for_learning, timing_for
 

@@ -5,14 +5,14 @@
 
 The network itself is described by `pcn_lightning.builders.NetworkSpec`. Each
 dataclass checks its own fields when created, so a bad value fails before any
-work with one message. `FLAT_ALIASES` lets the command line stay flat:
+work with one message. `pcn_lightning.flat` lets the command line stay flat:
 `--model.T_infer 50` means `--model.inference.T_infer 50`.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Optional, Union
 
 from pcn_lightning.errors import ConfigError
@@ -251,24 +251,6 @@ class Learning:
         return [float(e) for e in self.eta_learn]
 
 
-def _aliases() -> dict[str, str]:
-    from pcn_lightning.builders import NetworkSpec
-
-    table = {}
-    for group, cls in (("network", NetworkSpec), ("inference", Inference), ("learning", Learning)):
-        for f in fields(cls):
-            table[f.name] = f"{group}.{f.name}"
-    table["T_infer_eval"] = "eval_inference.T_infer"
-    table["eta_infer_eval"] = "eval_inference.eta_infer"
-    table["latent_init_eval"] = "eval_inference.latent_init"
-    return table
-
-
-def flat_aliases() -> dict[str, str]:
-    """`T_infer` -> `inference.T_infer`, for every setting (names are unique)."""
-    return _aliases()
-
-
 def as_settings(value, cls):
     """A settings dataclass from itself, a mapping (a checkpoint's saved hyperparameters)
     or None (the defaults)."""
@@ -279,24 +261,3 @@ def as_settings(value, cls):
     if isinstance(value, dict):
         return cls(**value)
     raise ConfigError(f"expected {cls.__name__} settings (a mapping); got {value!r}")
-
-
-def from_flat(cls, kwargs: dict):
-    """cls(network=NetworkSpec(...), inference=Inference(...), ...) from flat keyword arguments."""
-    from pcn_lightning.builders import NetworkSpec
-
-    makers = {"network": NetworkSpec, "inference": Inference, "learning": Learning, "eval_inference": EvalInference}
-    return cls(**{k: makers[k](**v) if k in makers else v for k, v in split_flat(kwargs).items()})
-
-
-def split_flat(kwargs: dict) -> dict:
-    """Flat keyword arguments -> {"network": {...}, "inference": {...}, ...}; other keys kept."""
-    table = flat_aliases()
-    out: dict = {}
-    for k, v in kwargs.items():
-        if k in table:
-            group, name = table[k].split(".")
-            out.setdefault(group, {})[name] = v
-        else:
-            out[k] = v
-    return out

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from pcn_lightning.activations import Activation
+from pcn_lightning.errors import ConfigError
 from pcn_lightning.primitives.base import Map
 
 Tensor = torch.Tensor
@@ -206,8 +207,6 @@ class Term(nn.Module):
     def sub_scaled_error_(self, x: Tensor, err: TermErrors, eta: float) -> None:
         """x -= eta * pi * eps, in place (the term's pull on its target)."""
         if not self.energy_fn.settles_target:
-            from pcn_lightning.errors import ConfigError
-
             raise ConfigError(f"{self.name}: a {self.energy_fn.name} term's target is a label; it must be clamped, "
                               "not settled")
         if self._pi_number is not None:

@@ -25,7 +25,8 @@ from pcn_lightning.builders import NetworkSpec, build_network, twin_forward
 from pcn_lightning.errors import ConfigError
 from pcn_lightning.language import CharModelBase
 from pcn_lightning.metrics import classification_metrics, log_metrics
-from pcn_lightning.settings import Learning, as_settings, from_flat
+from pcn_lightning.flat import from_flat
+from pcn_lightning.settings import Learning, as_settings
 from pcn_lightning.step import ModelBase
 from pcn_lightning.transformer import SequenceModelBase
 
