@@ -20,7 +20,8 @@ from pcn_lightning.builders import NetworkSpec, build_network
 from pcn_lightning.errors import ConfigError
 from pcn_lightning.export import export_predictor
 from pcn_lightning.guard import DivergenceGuard
-from pcn_lightning.inference import SettleResult, settle
+from pcn_lightning.epc import check_supported, settle_by_state
+from pcn_lightning.inference import SettleResult
 from pcn_lightning.metrics import classification_metrics, log_metrics
 from pcn_lightning.optim import attached_trainer
 from pcn_lightning.flat import from_flat
@@ -66,6 +67,8 @@ class PCNModule(ModelBase):
         self.eval_inference = eval_inference.resolve(inference)
         for settings in (self.inference, self.eval_inference):
             self.net.check_init(settings.latent_init)
+        if inference.state == "errors":
+            check_supported(self.net)
         self.timing = timing_for(learning)  # what the settle clamps, which errors learn, their scale
         self.timing.check(inference, learning)
         self.eval_mode, self.seed = eval_mode, seed
@@ -133,7 +136,7 @@ class PCNModule(ModelBase):
         prediction of the label (`timing.Nudged`)."""
         settings = settings or self.inference
         start = self.initial_state(x, y, settings, generator, per_sample_seeds, nudge)
-        return start.xs, settle(self.net, start.xs, start.free, settings, record, start.predictions)
+        return start.xs, settle_by_state(self.net, start.xs, start.free, settings, record, start.predictions)
 
     def initial_state(self, x: Tensor, y: Optional[Tensor], settings: Inference,
                       generator: Optional[torch.Generator] = None, per_sample_seeds: bool = False,

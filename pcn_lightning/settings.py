@@ -69,6 +69,9 @@ class Inference:
             as the weights grow; see `inference.step_sizes`).
         momentum: heavy-ball momentum of the latents, in [0, 1) (PCX's latent SGD):
             v <- momentum v + dE/dx, x <- x - eta v, the velocity reset every settle.
+        state: what inference moves: "latents" (state PC) or "errors" (ePC: each free
+            latent is its prediction plus an error, and the errors settle, every one at
+            once after one pass back from the label; see `epc`).
     """
 
     T_infer: int = 50
@@ -80,8 +83,18 @@ class Inference:
     schedule: str = "parallel"
     step_size: str = "fixed"
     momentum: float = 0.0
+    state: str = "latents"
 
     def __post_init__(self) -> None:
+        one_of("state", self.state, ("latents", "errors"))
+        if self.state == "errors":
+            wrong = [f"{name} {value!r} (needs {need!r})" for name, value, need in (
+                ("latent_init", self.latent_init, "feedforward"), ("schedule", self.schedule, "parallel"),
+                ("step_size", self.step_size, "fixed"), ("compile_settle", self.compile_settle, False),
+                ("settle_tol", self.settle_tol, None)) if value != need]
+            if wrong:
+                raise ConfigError("inference.state 'errors' (ePC) starts from the feedforward state and steps every "
+                                  "error at once by a fixed step; change " + ", ".join(wrong))
         positive_int("T_infer", self.T_infer)
         if isinstance(self.momentum, bool) or not isinstance(self.momentum, (int, float)) \
                 or not 0 <= self.momentum < 1:
@@ -123,6 +136,7 @@ class EvalInference:
             schedule=train.schedule,
             step_size=train.step_size,
             momentum=train.momentum,
+            state=train.state,
         )
 
 

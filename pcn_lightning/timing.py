@@ -30,7 +30,8 @@ import torch
 
 from pcn_lightning import seeding
 from pcn_lightning.errors import ConfigError
-from pcn_lightning.inference import SettleResult, settle
+from pcn_lightning.epc import settle_by_state
+from pcn_lightning.inference import SettleResult
 from pcn_lightning.rules import OnArrival as ArrivalRecorder, SettledBatch
 
 Tensor = torch.Tensor
@@ -132,7 +133,7 @@ def settle_for_learning(net, start, settings, timing: Timing, b: float = 1.0, re
     scales the updates; `label_free_state`: the label-free settle some rules need, run on
     first use)."""
     before_node, repredict, arrival = timing.hooks(net)
-    result = settle(net, start.xs, start.free, settings, record, start.predictions, before_node, repredict)
+    result = settle_by_state(net, start.xs, start.free, settings, record, start.predictions, before_node, repredict)
     batch = SettledBatch(net, start.xs, result.errors, start.xs[net.label],
                          label_free_state or (lambda: start.xs), None if arrival is None else arrival.grads,
                          timing.gradient_scale(b))
