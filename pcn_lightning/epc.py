@@ -7,7 +7,8 @@ its own error, x(j) = f(map(x(source))) + e(j), and settles the errors e instead
     dE/de(j)   = pi(j) e(j) + G(j),     G(j) = dE_rest/dx(j) through every term j predicts:
                  - map^T h            for a term predicting a clamped node (its h, as in state PC)
                  + map^T (f'(a) G(t)) for a term predicting a free latent t (x(t) moves with x(j))
-    e(j)      <- e(j) - eta dE/de(j)        (every free latent at once; momentum optional)
+    e(j)      <- e(j) - eta dE/de(j)        (every free latent at once; momentum optional;
+                                             eta over a curvature bound with step_size normalized)
 
 G is one pass back from the label through the transposes (`Map.transpose_add_`), as a
 sequential sweep's; the forward pass then rebuilds x from e. The minimum is state PC's
@@ -78,6 +79,27 @@ class ErrorState:
                 out.append(t.errors(self.xs[t.target], self.xs[t.source]))
         return out
 
+    def step_sizes(self, settings: Inference) -> dict:
+        """Each error's step: eta_infer ("fixed"), or eta_infer over a bound on its curvature
+        ("normalized"): pi of its own term plus, through every map down to the clamped
+        label, the squared product of the maps' Lipschitz bounds and activation slopes
+        times the label term's curvature (moving e(j) moves every latent after it)."""
+        eta = settings.eta_infer
+        targets = [self.net.terms[k].target for k in self.order]
+        if settings.step_size == "fixed":
+            return {j: eta for j in targets}
+        net, K = self.net, {}
+        for j in reversed(targets):
+            c = 0.0
+            for k in net.sources_of[j]:
+                t = net.terms[k]
+                if t.target in K:
+                    c += (t.act.max_slope * t.map.lipschitz_bound()) ** 2 * K[t.target]
+                else:
+                    c += t.curvature_on_source()
+            K[j] = c
+        return {j: eta / (net.terms[net.targets_of[j][0]].pi_max() + K[j]) for j in targets}
+
     def gradients(self, errors: list) -> dict:
         """dE/de(j) for every free latent: pi e(j) + G(j), G by one pass back from the label."""
         net = self.net
@@ -111,13 +133,13 @@ def settle_errors(net: PCNetwork, xs: list, free: Sequence[bool], settings: Infe
     errors = state.errors(active)
     start = net.energies(errors)
     trace = [start] if record else None
-    eta, mu = settings.eta_infer, settings.momentum
+    etas, mu = state.step_sizes(settings), settings.momentum
     velocity = {j: torch.zeros_like(e) for j, e in state.e.items()} if mu else None
     for _ in range(settings.T_infer):
         for j, g in state.gradients(errors).items():
             if velocity is not None:
                 g = velocity[j].mul_(mu).add_(g)
-            state.e[j].sub_(g, alpha=eta)
+            state.e[j].sub_(g, alpha=etas[j])
         state.forward()
         errors = state.errors(active)
         if record:

@@ -90,11 +90,11 @@ class Inference:
         if self.state == "errors":
             wrong = [f"{name} {value!r} (needs {need!r})" for name, value, need in (
                 ("latent_init", self.latent_init, "feedforward"), ("schedule", self.schedule, "parallel"),
-                ("step_size", self.step_size, "fixed"), ("compile_settle", self.compile_settle, False),
+                ("compile_settle", self.compile_settle, False),
                 ("settle_tol", self.settle_tol, None)) if value != need]
             if wrong:
                 raise ConfigError("inference.state 'errors' (ePC) starts from the feedforward state and steps every "
-                                  "error at once by a fixed step; change " + ", ".join(wrong))
+                                  "error at once; change " + ", ".join(wrong))
         positive_int("T_infer", self.T_infer)
         if isinstance(self.momentum, bool) or not isinstance(self.momentum, (int, float)) \
                 or not 0 <= self.momentum < 1:

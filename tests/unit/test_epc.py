@@ -56,16 +56,17 @@ def test_epc_gradient_is_autograd_of_the_energy_in_the_errors(label_energy, laye
         assert rel_err(grads[j], a) < 1e-10, net.nodes[j].name
 
 
+@pytest.mark.parametrize("step_size,eta", [("fixed", 0.2), ("normalized", 1.0)])
 @pytest.mark.parametrize("layers", [None, CONV], ids=["mlp", "conv"])
-def test_epc_settles_to_state_pcs_minimum(layers):
+def test_epc_settles_to_state_pcs_minimum(layers, step_size, eta):
     """Settled to convergence, the errors as the state and the latents as the state end at
     the same latents and the same weight updates."""
     net, x = network("gaussian", layers)
     a, free, _ = clamped_start(net, x)
     b = [t.clone() if t is not None else None for t in a]
     with torch.no_grad():
-        epc = settle_errors(net, a, free, Inference(T_infer=400, eta_infer=0.2, latent_init="feedforward",
-                                                    state="errors"))
+        epc = settle_errors(net, a, free, Inference(T_infer=1500, eta_infer=eta, latent_init="feedforward",
+                                                    state="errors", step_size=step_size))
         pc = settle(net, b, free, Inference(T_infer=4000, eta_infer=0.1, latent_init="feedforward"))
     for j, f in enumerate(free):
         if f:
