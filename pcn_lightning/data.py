@@ -1,44 +1,36 @@
-"""Data: CIFAR-10, CIFAR-100, Fashion-MNIST and any image folder, as flat vectors.
+"""Data: CIFAR-10, CIFAR-100, Fashion-MNIST and any image folder, as images (N, C, H, W).
 
-The readers parse the datasets' real on-disk formats themselves (CIFAR's pickled
-batches, read by an unpickler that admits only what a batch holds; MNIST-style idx
-files, gzipped or not; folders of PNG/JPEG images, see `image_folder`), so no
+The readers (`readers`) parse the datasets' real on-disk formats themselves (CIFAR's
+pickled batches, read by an unpickler that admits only what a batch holds; MNIST-style
+idx files, gzipped or not; folders of PNG/JPEG images, see `image_folder`), so no
 integrity check stands in the way of the Debian package or of small fixtures in
 the same format. torchvision is used only to download CIFAR on a machine that has
 a network. CIFAR given as an image folder (train/<class>/*.png, test/<class>/*.png)
 is checked against the official class names, whose sorted order is the label order.
+Standardizing, augmenting and ordering the batches: `sampling`. Here: the dataset
+facts (shape, classes, statistics) and the DataModule.
 """
 
 from __future__ import annotations
 
-import gzip
-import pickle
-import struct
-import zlib
 from pathlib import Path
 from typing import Optional, Union
 
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
+from torch.utils.data import DataLoader, TensorDataset
 
 from pcn_lightning.errors import ConfigError, DataNotFoundError
 from pcn_lightning.image_folder import ImageFolderData, is_image_folder, load_image_folder
-
-# Where Debian's `dataset-fashion-mnist` package puts the idx files.
-DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+from pcn_lightning.readers import CIFAR_LAYOUT, cifar_present, find_fashion_mnist, load_cifar, load_fashion_mnist
+from pcn_lightning.sampling import GlobalBatchSampler, augment_images, to_image_tensor
 
 DATASETS = {
     # name: (input_dim, num_classes, per-channel mean, per-channel std, channels)
     "cifar10": (3072, 10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), 3),
     "cifar100": (3072, 100, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), 3),
     "fashion_mnist": (784, 10, (0.2860,), (0.3530,), 1),
-}
-
-FMNIST_FILES = {
-    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
 
 
@@ -110,228 +102,8 @@ def num_classes_of(name: str, data_dir=None) -> int:
 
 
 # ------------------------------------------------------------------- readers
-def read_idx(path: Path) -> np.ndarray:
-    """Read an MNIST-style idx file (optionally gzipped) into a numpy array, checking
-    that the file holds exactly the values its header announces."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    try:
-        with opener(path, "rb") as fh:
-            data = fh.read()
-    except (OSError, EOFError, zlib.error) as exc:  # truncated or not gzip at all
-        raise ConfigError(f"{path} is corrupt or truncated and cannot be read ({exc}); replace the file") from None
-    if len(data) < 4:
-        raise ConfigError(f"{path} is corrupt or truncated: {len(data)} bytes, no idx header")
-    zero, dtype_code, ndim = struct.unpack(">HBB", data[:4])
-    if zero != 0 or dtype_code != 0x08 or not 1 <= ndim <= 4 or len(data) < 4 + 4 * ndim:
-        raise ConfigError(f"{path} is not an unsigned-byte idx file")
-    shape = struct.unpack(">" + "I" * ndim, data[4 : 4 + 4 * ndim])
-    expected = int(np.prod(shape)) + 4 + 4 * ndim
-    if len(data) != expected:
-        raise ConfigError(
-            f"{path} is corrupt or truncated: its header announces {shape} values ({expected} bytes) "
-            f"but it holds {len(data)} bytes; replace the file"
-        )
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
-
-
-def _find_idx(folder: Path, stem: str) -> Optional[Path]:
-    for candidate in (folder / stem, folder / f"{stem}.gz"):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-FMNIST_NAMES = "train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte"
-
-
-def find_fashion_mnist(data_dir: Optional[Union[str, Path]]) -> Path:
-    """The folder that holds all four Fashion-MNIST idx files (gzipped or not).
-
-    A `data_dir` the user gave is the folder used (or its FashionMNIST/raw or
-    fashion-mnist subfolder): never silently replaced by another copy. Without one,
-    Debian's package location."""
-    if data_dir is None:
-        folder = DEBIAN_FASHION_MNIST
-        if all(_find_idx(folder, s) for pair in FMNIST_FILES.values() for s in pair):
-            return folder
-        raise DataNotFoundError(
-            f"Fashion-MNIST was not found in {folder}. Install it with `apt-get install "
-            "dataset-fashion-mnist` (Debian), or pass --data.data_dir pointing at a folder with the four "
-            f"idx files ({FMNIST_NAMES}, each gzipped or not)."
-        )
-    d = Path(data_dir)
-    if not d.exists():
-        raise DataNotFoundError(
-            f"--data.data_dir {d} does not exist; point it at a folder with the four Fashion-MNIST idx files "
-            "(or leave it unset to use Debian's package: `apt-get install dataset-fashion-mnist`)"
-        )
-    if not d.is_dir():
-        raise DataNotFoundError(f"--data.data_dir {d} is a file, not a folder; point it at the folder holding the idx files")
-    best, missing = None, None
-    for folder in (d, d / "FashionMNIST" / "raw", d / "fashion-mnist"):
-        absent = [s for pair in FMNIST_FILES.values() for s in pair if not _find_idx(folder, s)]
-        if not absent:
-            return folder
-        if missing is None or len(absent) < len(missing):
-            best, missing = folder, absent
-    raise DataNotFoundError(
-        f"--data.data_dir {d}: {best} lacks {', '.join(missing)} (gzipped or not); put the four Fashion-MNIST "
-        "idx files there (or leave --data.data_dir unset to use Debian's `apt-get install dataset-fashion-mnist`)"
-    )
-
-
-def load_fashion_mnist(folder: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
-    img_stem, lbl_stem = FMNIST_FILES[split]
-    img_path, lbl_path = _find_idx(folder, img_stem), _find_idx(folder, lbl_stem)
-    images, labels = read_idx(img_path), read_idx(lbl_path)
-    if images.ndim != 3 or images.shape[1:] != (28, 28):
-        raise ConfigError(f"{img_path} holds images of shape {images.shape[1:]}, not 28 x 28")
-    if labels.ndim != 1:
-        raise ConfigError(f"{lbl_path} is not a label file (shape {labels.shape})")
-    if images.shape[0] != labels.shape[0]:
-        raise ConfigError(f"{img_path} has {images.shape[0]} images but {lbl_path} has {labels.shape[0]} labels")
-    return images.reshape(images.shape[0], 1, 28, 28), labels.astype(np.int64)
-
-
-CIFAR_LAYOUT = {
-    "cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], b"labels"),
-    "cifar100": ("cifar-100-python", ["train"], ["test"], b"fine_labels"),
-}
-
-
-def cifar_present(root: Path, name: str) -> bool:
-    folder, train_files, test_files, _ = CIFAR_LAYOUT[name]
-    return all((root / folder / f).is_file() for f in train_files + test_files)
-
-
-class CifarBatchUnpickler(pickle.Unpickler):
-    """Unpickles what a CIFAR batch holds (dicts, lists, bytes, strings, numbers and NumPy
-    arrays) and nothing else: a pickle that names any other callable (how a poisoned file
-    runs code) is refused before it is called."""
-
-    ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy", "ndarray"), ("numpy", "dtype"),
-        ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-    }
-
-    def find_class(self, module: str, name: str):
-        if (module, name) in self.ALLOWED:
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refused {module}.{name}: a CIFAR batch holds only data, never code")
-
-
-def read_cifar_batch(path: Path) -> dict:
-    """One pickled CIFAR batch, read with `CifarBatchUnpickler` (a file that asks for code is refused)."""
-    with open(path, "rb") as fh:
-        return CifarBatchUnpickler(fh, encoding="bytes").load()
-
-
-def load_cifar(root: Path, name: str, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """Read CIFAR's pickled batches: images (N, 3, 32, 32) uint8 and labels (N,)."""
-    folder, train_files, test_files, label_key = CIFAR_LAYOUT[name]
-    images, labels = [], []
-    for f in train_files if split == "train" else test_files:
-        path = root / folder / f
-        try:
-            entry = read_cifar_batch(path)
-            data = np.asarray(entry[b"data"], dtype=np.uint8)
-            lab = np.asarray(entry[label_key], dtype=np.int64)
-        except Exception as exc:  # truncated pickle, wrong file, missing keys
-            raise ConfigError(f"{path} is corrupt or not a CIFAR batch ({type(exc).__name__}: {exc}); replace the file") from None
-        if data.ndim != 2 or data.shape[1] != 3072 or lab.shape != (data.shape[0],):
-            raise ConfigError(f"{path} holds {data.shape} images and {lab.shape} labels, not N x 3072 and N")
-        images.append(data.reshape(-1, 3, 32, 32))
-        labels.append(lab)
-    return np.concatenate(images), np.concatenate(labels)
-
-
-def to_flat_tensor(images: np.ndarray, mean, std, normalize: bool) -> torch.Tensor:
-    """uint8 (N, C, H, W) -> float32 (N, C*H*W) in [0, 1], or standardized per channel."""
-    x = torch.from_numpy(images.astype(np.float32) / 255.0)
-    if normalize:
-        m = torch.tensor(mean).view(1, -1, 1, 1)
-        s = torch.tensor(std).view(1, -1, 1, 1)
-        x = (x - m) / s
-    return x.reshape(x.shape[0], -1).contiguous()
-
-
-def augment_images(x: torch.Tensor, shape: tuple, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
-    """Random crops of the zero-padded images and random horizontal flips, per sample.
-
-    x is (B, C*H*W) or (B, C, H, W); returned in the same layout."""
-    B = x.shape[0]
-    C, H, W = shape
-    img = x.reshape(B, C, H, W)
-    flip = torch.rand(B, generator=generator, device=x.device) < 0.5
-    img = torch.where(flip[:, None, None, None], img.flip(3), img)
-    padded = torch.nn.functional.pad(img, (pad, pad, pad, pad))
-    oy = torch.randint(0, 2 * pad + 1, (B,), generator=generator, device=x.device)
-    ox = torch.randint(0, 2 * pad + 1, (B,), generator=generator, device=x.device)
-    rows = (oy[:, None] + torch.arange(H, device=x.device))[:, None, :, None]
-    cols = (ox[:, None] + torch.arange(W, device=x.device))[:, None, None, :]
-    b = torch.arange(B, device=x.device)[:, None, None, None]
-    c = torch.arange(C, device=x.device)[None, :, None, None]
-    return padded[b, c, rows, cols].reshape(x.shape)
-
-
-# ------------------------------------------------------------------- sampler
-class GlobalBatchSampler(DistributedSampler):
-    """Training order that does not depend on the number of devices.
-
-    Every epoch draws one permutation of the training set (seeded by `seed` and the
-    epoch, or the identity without `shuffle`) and cuts it into global batches of
-    `batch_size * world_size` samples, dropping the incomplete last one. Rank r
-    takes the r-th slice of `batch_size` samples of every global batch. So a run on
-    N devices with per-device batch B sees exactly the batches that one device sees
-    with batch N*B, in the same order; with the all-reduced gradients the two runs
-    compute the same updates.
-
-    A DistributedSampler subclass, so Lightning keeps it instead of substituting
-    its own (which always shuffles). `start_batch` skips batches already consumed
-    in the current epoch (exact mid-epoch resume).
-    """
-
-    def __init__(self, n: int, batch_size: int, seed: int = 0, shuffle: bool = True,
-                 rank: int = 0, world_size: int = 1) -> None:
-        self.n, self.batch_size, self.seed, self.shuffle = n, batch_size, seed, shuffle
-        self.rank, self.num_replicas = rank, world_size
-        self.epoch = 0
-        self.start_batch = 0
-        self.global_batch = batch_size * world_size
-        self.batches_per_epoch = n // self.global_batch
-        if self.batches_per_epoch == 0:
-            raise ConfigError(
-                f"the global batch ({batch_size} per device x {world_size} devices) is larger than "
-                f"the {n} training samples, and the last incomplete batch is dropped: lower --data.batch_size"
-            )
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def permutation(self) -> torch.Tensor:
-        if not self.shuffle:
-            return torch.arange(self.n)
-        return torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 100_003 + self.epoch))
-
-    def __iter__(self):
-        perm = self.permutation()
-        out = []
-        for k in range(self.start_batch, self.batches_per_epoch):
-            start = k * self.global_batch + self.rank * self.batch_size
-            out.append(perm[start : start + self.batch_size])
-        self.start_batch = 0  # a skip applies to the resumed epoch only
-        return iter(torch.cat(out).tolist() if out else [])
-
-    def __len__(self) -> int:
-        # The whole epoch, also when resuming mid-epoch: Lightning counts the batches
-        # of a resumed epoch from where the checkpoint left off.
-        return self.batches_per_epoch * self.batch_size
-
-
-# ---------------------------------------------------------------- datamodule
 class PCNDataModule(L.LightningDataModule):
-    """CIFAR-10, CIFAR-100, Fashion-MNIST or an image folder, flattened, held in memory.
+    """CIFAR-10, CIFAR-100, Fashion-MNIST or an image folder, as images, held in memory.
 
     Args:
         dataset: cifar10, cifar100, fashion_mnist or image_folder.
@@ -466,10 +238,10 @@ class PCNDataModule(L.LightningDataModule):
             images, labels = load_fashion_mnist(find_fashion_mnist(self.user_data_dir), split)
         else:
             images, labels = load_cifar(self.data_dir, self.dataset, split)
-        x = to_flat_tensor(images, self.mean, self.std, self.hparams.normalize)
+        x = to_image_tensor(images, self.mean, self.std, self.hparams.normalize)
         y = torch.from_numpy(labels)
-        if x.shape[1] != self.input_dim:
-            raise ConfigError(f"{self.dataset} {split} images have {x.shape[1]} values, expected {self.input_dim}")
+        if x[0].numel() != self.input_dim:
+            raise ConfigError(f"{self.dataset} {split} images have {x[0].numel()} values, expected {self.input_dim}")
         if self.folder is None and not torch.isfinite(x).all():
             raise ConfigError(f"the {self.dataset} {split} data contains NaN or inf values; check the files in {self.data_dir}")
         if y.min() < 0 or y.max() >= self.num_classes:

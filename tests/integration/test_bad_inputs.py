@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from pcn_lightning import cli
-from pcn_lightning import data as data_mod
+from pcn_lightning import data as data_mod, readers
 from tests.conftest import REPO
 
 SMOKE = str(REPO / "configs/smoke.yaml")
@@ -63,7 +63,7 @@ def test_bad_input_one_clear_message(case, tmp_path, monkeypatch, capsys, fmnist
     name, extra, fragment = case
     monkeypatch.chdir(tmp_path)
     missing = tmp_path / "no-such-dir"
-    monkeypatch.setattr(data_mod, "DEBIAN_FASHION_MNIST", missing)
+    monkeypatch.setattr(readers, "DEBIAN_FASHION_MNIST", missing)
     # a good run's checkpoint, which must survive untouched
     good = tmp_path / "logs" / "smoke" / "version_0" / "checkpoints"
     good.mkdir(parents=True)
@@ -83,14 +83,14 @@ def test_bad_input_one_clear_message(case, tmp_path, monkeypatch, capsys, fmnist
 
 def test_nan_in_input_data(tmp_path, monkeypatch, capsys, fmnist_session_dir):
     monkeypatch.chdir(tmp_path)
-    real = data_mod.to_flat_tensor
+    real = data_mod.to_image_tensor
 
     def with_nan(*a, **k):
         x = real(*a, **k)
-        x[3, 7] = float("nan")
+        x.view(x.shape[0], -1)[3, 7] = float("nan")
         return x
 
-    monkeypatch.setattr(data_mod, "to_flat_tensor", with_nan)
+    monkeypatch.setattr(data_mod, "to_image_tensor", with_nan)
     rc = cli.main(["--config", SMOKE, "--data.data_dir", str(fmnist_session_dir)])
     err = capsys.readouterr().err
     assert rc == 2 and "NaN or inf" in err

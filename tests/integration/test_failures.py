@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from pcn_lightning import PCNModule, cli
-from pcn_lightning import data as data_mod
+from pcn_lightning import readers
 from tests.conftest import REPO, make_fashion_mnist, write_idx
 
 SMOKE = str(REPO / "configs/smoke.yaml")
@@ -68,7 +68,7 @@ def test_settle_check_calls_a_rising_energy_diverging():
 # 2. a data_dir that cannot be used is never silently replaced
 @pytest.mark.parametrize("case", ["missing", "empty", "file", "one_file_missing"])
 def test_unusable_data_dir_is_an_error(case, run, tmp_path, monkeypatch, fmnist_session_dir):
-    monkeypatch.setattr(data_mod, "DEBIAN_FASHION_MNIST", fmnist_session_dir)  # a good fallback exists
+    monkeypatch.setattr(readers, "DEBIAN_FASHION_MNIST", fmnist_session_dir)  # a good fallback exists
     bad = tmp_path / "bad"
     if case == "empty":
         bad.mkdir()

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from pcn_lightning import cli
-from pcn_lightning.data import read_cifar_batch
+from pcn_lightning.readers import read_cifar_batch
 from tests.conftest import REPO, write_image_folder
 
 
