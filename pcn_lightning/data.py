@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from pcn_lightning import seeding
 from pcn_lightning.errors import ConfigError, DataNotFoundError
 from pcn_lightning.image_folder import ImageFolderData, is_image_folder, load_image_folder
 from pcn_lightning.readers import CIFAR_LAYOUT, cifar_present, find_fashion_mnist, load_cifar, load_fashion_mnist
@@ -259,7 +260,7 @@ class PCNDataModule(L.LightningDataModule):
             n_val = int(round(v * n)) if isinstance(v, float) else int(v)
             if n_val >= n:
                 raise ConfigError(f"val_size={v} leaves no training data out of {n} samples")
-            perm = torch.randperm(n, generator=torch.Generator().manual_seed(self.hparams.split_seed))
+            perm = torch.randperm(n, generator=seeding.split_generator(self.hparams.split_seed))
             val_idx, train_idx = perm[:n_val], perm[n_val:]
             if self.hparams.limit_train is not None:
                 train_idx = train_idx[: self.hparams.limit_train]
@@ -281,8 +282,7 @@ class PCNDataModule(L.LightningDataModule):
         if not self.hparams.augment or trainer is None or not trainer.training:
             return batch
         x, y = batch
-        gen = torch.Generator(device=x.device).manual_seed(
-            (self.hparams.split_seed * 1_000_003 + trainer.global_step) * 1_009 + trainer.global_rank)
+        gen = seeding.augment_generator(self.hparams.split_seed, trainer.global_step, trainer.global_rank, x.device)
         return augment_images(x, self.image_shape, gen), y
 
     def state_dict(self) -> dict:

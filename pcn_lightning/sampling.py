@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from torch.utils.data import DistributedSampler
 
+from pcn_lightning import seeding
 from pcn_lightning.errors import ConfigError
 
 
@@ -78,7 +79,7 @@ class GlobalBatchSampler(DistributedSampler):
     def permutation(self) -> torch.Tensor:
         if not self.shuffle:
             return torch.arange(self.n)
-        return torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 100_003 + self.epoch))
+        return torch.randperm(self.n, generator=seeding.order_generator(self.seed, self.epoch))
 
     def __iter__(self):
         perm = self.permutation()

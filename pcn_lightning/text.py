@@ -29,6 +29,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from pcn_lightning import seeding
 from pcn_lightning.errors import ConfigError, DataNotFoundError
 
 URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
@@ -98,7 +99,7 @@ class RandomWindows(Dataset):
         return self.n
 
     def __getitem__(self, i: int):
-        g = torch.Generator().manual_seed((self.seed * 1_000_003 + self.epoch) * 1_000_003 + i)
+        g = seeding.window_generator(self.seed, self.epoch, i)
         start = torch.randint(0, len(self.ids) - self.seq_len, (self.batch * self.world,), generator=g)
         start = start[self.rank * self.batch: (self.rank + 1) * self.batch]
         window = self.ids[start[:, None] + torch.arange(self.seq_len + 1)]

@@ -36,7 +36,6 @@ from pcn_lightning.rules import OnArrival as ArrivalRecorder, SettledBatch
 
 Tensor = torch.Tensor
 
-NUDGE_STREAM = 4  # the seeding stream of the centred nudge's sign
 
 
 class Timing:
@@ -113,7 +112,7 @@ class Nudged(Timing):
         if self.nudging == "negative":
             return -self.beta
         key = epoch if self.nudging == "centred_epoch" else step  # no rank: every rank draws the same sign
-        coin = torch.randint(0, 2, (), generator=seeding.generator(seed, NUDGE_STREAM, key)).item()
+        coin = torch.randint(0, 2, (), generator=seeding.nudge_generator(seed, key)).item()
         return self.beta if coin else -self.beta
 
     def label_target(self, label: Tensor, prediction: Optional[Tensor], b: float) -> Tensor:

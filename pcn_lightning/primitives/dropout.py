@@ -19,6 +19,7 @@ from typing import Any, Iterator, Optional
 import torch
 from torch import nn
 
+from pcn_lightning import seeding
 from pcn_lightning.errors import ConfigError
 from pcn_lightning.primitives.base import Map, Shape, register
 
@@ -88,6 +89,4 @@ def dropout_masks(module: nn.Module, generator: torch.Generator) -> Iterator[int
 def batch_generator(seed: int, step: int, rank: int, device: torch.device) -> torch.Generator:
     """The generator of one batch's dropout masks: a function of (seed, step, rank)
     only, so a resumed run and the backprop twin draw the same masks."""
-    g = torch.Generator(device=device)
-    g.manual_seed((int(seed) * 1_000_003 + int(step)) * 65_537 + int(rank))
-    return g
+    return seeding.dropout_generator(seed, step, rank, device)
