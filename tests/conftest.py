@@ -66,6 +66,17 @@ def run_train(args, cwd, timeout=300) -> subprocess.CompletedProcess:
                           cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
+def communicate_or_kill(p: subprocess.Popen, timeout: float = 120):
+    """p.communicate(timeout), and p killed if it has not ended then (a run that did not
+    stop on a slow machine must not outlive its test)."""
+    try:
+        return p.communicate(timeout=timeout)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
 @pytest.fixture
 def train(monkeypatch, capsys):
     """train.py's `main` in this process, from the folder `cwd`: the same parsing,

@@ -15,7 +15,7 @@ import torch
 
 from pcn_lightning import PCNModule, cli
 from pcn_lightning import readers
-from tests.conftest import REPO, make_fashion_mnist, write_idx
+from tests.conftest import REPO, communicate_or_kill, make_fashion_mnist, write_idx
 
 SMOKE = str(REPO / "configs/smoke.yaml")
 QUIET = ["--trainer.enable_progress_bar", "false"]
@@ -178,12 +178,7 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_130(tmp_path, fmnist_session_dir, t
         time.sleep(0.5)  # at least one epoch done: well inside training
     time.sleep(1.0)
     p.send_signal(signal.SIGINT)
-    try:
-        out, err = p.communicate(timeout=120)
-    finally:  # a run that did not stop (a slow machine) must not outlive the test
-        if p.poll() is None:
-            p.kill()
-            p.wait()
+    out, err = communicate_or_kill(p)
     assert p.returncode == 130, err[-3000:]
     ckpt = tmp_path / "logs/smoke/version_0/checkpoints/interrupted.ckpt"
     assert ckpt.exists() and f"resume with --ckpt_path {ckpt}" in err

@@ -21,7 +21,7 @@ from pcn_lightning.builders import NetworkSpec
 from pcn_lightning.checkpoints import load_checkpoint, load_module
 from pcn_lightning.errors import ConfigError
 from pcn_lightning.settings import Inference, Learning
-from tests.conftest import REPO
+from tests.conftest import REPO, communicate_or_kill
 
 SMOKE = str(REPO / "configs/smoke.yaml")
 QUIET = ["--trainer.enable_progress_bar", "false", "--test", "false"]
@@ -125,12 +125,7 @@ def test_sigterm_saves_a_checkpoint_exits_143_and_resumes_exactly(tmp_path, fmni
         time.sleep(0.2)  # one epoch done: well inside training
     time.sleep(0.5)
     p.send_signal(signal.SIGTERM)
-    try:
-        out, err = p.communicate(timeout=120)
-    finally:  # a run that did not stop (a slow machine) must not outlive the test
-        if p.poll() is None:
-            p.kill()
-            p.wait()
+    out, err = communicate_or_kill(p)
     assert p.returncode == 143, err[-3000:]
     ckpt = folder / "interrupted.ckpt"
     assert f"stopped by SIGTERM at training step" in err and f"resume with --ckpt_path {ckpt}" in err
