@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from pcn_lightning import generation, rules, seeding
-from pcn_lightning.builders import NetworkSpec, build_network
+from pcn_lightning.builders import NetworkSpec, build_network, twin_forward
 from pcn_lightning.errors import ConfigError
 from pcn_lightning.export import export_predictor
 from pcn_lightning.guard import DivergenceGuard
@@ -167,8 +167,6 @@ class PCNModule(ModelBase):
         the feedforward prediction, times its precision) on the same weights, by autograd:
         a diagnostic for SettleCheck (how close the local updates are to backprop's), never
         used for learning."""
-        from pcn_lightning.builders import twin_forward
-
         term = self.net.terms[self.net.label_term]
         with torch.enable_grad():
             scores = twin_forward(self.net, x, logits=term.energy_fn.name == "categorical")

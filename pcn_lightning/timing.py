@@ -1,7 +1,8 @@
 """Learning timings: what a training step's settle clamps, which errors the weights
 learn from, and how those updates are scaled. One object a recipe, chosen by
-`timing_for(learning)`; a model hands it a batch and gets the same things back
-whatever the recipe (`Settle.prepare` then `Settle.finish`).
+`timing_for(learning)`; a model clamps the label as `sign` and `label_target` say,
+then hands the start to `settle_for_learning` and gets the same things back whatever
+the recipe.
 
 - `Settled` (`weight_errors: settled`): the label clamped (at the configured label
   precision), every term learns from its error where inference ends: dE/dtheta there.
@@ -19,7 +20,7 @@ whatever the recipe (`Settle.prepare` then `Settle.finish`).
   which cancels the first-order bias in beta.
 
 Adding a timing: subclass `Timing` here, give it a name and register it in
-`timing_for`; every model that settles (`PCNModule`) uses it through these methods.
+`timing_for`; every model that settles uses it through these methods.
 """
 
 from __future__ import annotations
